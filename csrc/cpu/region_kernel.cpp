@@ -1,0 +1,106 @@
+// Region pool and region broadcast on the CPU: the segmented scatter-add and the gather at the heart
+// of the label-indexed family. They are each other's adjoint, so each one's backward is the other.
+#include "common.h"
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <vector>
+
+namespace semnorm {
+namespace {
+
+// One (n, c) plane at a time: scatter-add its pixels into a private per-label accumulator, then
+// write the L sums (or means) to pooled[n, :, c]. No atomics, no one-hot, one read of x.
+template <typename scalar_t>
+void region_pool_cpu_impl(const scalar_t* x, const int32_t* lab, const int64_t* counts, scalar_t* pooled, int64_t N,
+                          int64_t C, int64_t HW, int64_t L, bool mean) {
+  using acc = acc_t<scalar_t>;
+  at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc> sums(L);
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / C, c = nc % C;
+      std::fill(sums.begin(), sums.end(), acc(0));
+      const scalar_t* xp = x + nc * HW;
+      const int32_t* lp = lab + n * HW;
+      for (int64_t p = 0; p < HW; ++p) sums[lp[p]] += static_cast<acc>(xp[p]);
+      scalar_t* out = pooled + n * L * C + c;
+      const int64_t* cnt = counts + n * L;
+      for (int64_t l = 0; l < L; ++l) {
+        acc v = sums[l];
+        if (mean) v = cnt[l] > 0 ? v / static_cast<acc>(cnt[l]) : acc(0);
+        out[l * C] = static_cast<scalar_t>(v);
+      }
+    }
+  });
+}
+
+// out[n, c, p] = codes[n, lab[n, p], c]: per plane, the column codes[n, :, c] is copied to a small
+// contiguous table first so the pixel loop is a gather from L1.
+template <typename scalar_t>
+void region_broadcast_cpu_impl(const scalar_t* codes, const int32_t* lab, scalar_t* out, int64_t N, int64_t C,
+                               int64_t HW, int64_t L) {
+  at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> column(L);
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / C, c = nc % C;
+      for (int64_t l = 0; l < L; ++l) column[l] = codes[(n * L + l) * C + c];
+      const int32_t* lp = lab + n * HW;
+      scalar_t* op = out + nc * HW;
+      for (int64_t p = 0; p < HW; ++p) op[p] = column[lp[p]];
+    }
+  });
+}
+
+std::tuple<Tensor, Tensor> region_pool_cpu(const Tensor& x, const Tensor& labels, int64_t num_classes, bool mean) {
+  constexpr const char* op = "region_pool";
+  check_activation(x, op);
+  check_same_device(x, labels, op, "x", "labels");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), L = num_classes;
+  const Tensor lab = sample_labels(labels, N, H, W, L, op);
+  const Tensor xc = x.contiguous();
+
+  Tensor counts = at::zeros({N, L}, x.options().dtype(at::kLong));
+  int64_t* cnt = counts.data_ptr<int64_t>();
+  const int32_t* lp = lab.data_ptr<int32_t>();
+  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n)
+      for (int64_t p = 0; p < H * W; ++p) ++cnt[n * L + lp[n * H * W + p]];
+  });
+
+  Tensor pooled = at::empty({N, L, C}, x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "semnorm_region_pool", [&] {
+    region_pool_cpu_impl<scalar_t>(xc.data_ptr<scalar_t>(), lp, cnt, pooled.data_ptr<scalar_t>(), N, C, H * W, L,
+                                   mean);
+  });
+  return {pooled, counts};
+}
+
+Tensor region_broadcast_cpu(const Tensor& codes, const Tensor& labels, c10::SymInt height, c10::SymInt width) {
+  constexpr const char* op = "region_broadcast";
+  check_float(codes, op, "codes");
+  check_dim(codes, 3, op, "codes");
+  check_nonempty(codes, op, "codes");
+  check_same_device(codes, labels, op, "codes", "labels");
+  const int64_t H = height.expect_int(), W = width.expect_int();
+  TORCH_CHECK(H > 0 && W > 0, "semnorm.", op, ": height and width must be positive, got ", H, " x ", W);
+  const int64_t N = codes.size(0), L = codes.size(1), C = codes.size(2);
+  const Tensor lab = sample_labels(labels, N, H, W, L, op);
+  const Tensor cc = codes.contiguous();
+  Tensor out = at::empty({N, C, H, W}, codes.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codes.scalar_type(), "semnorm_region_broadcast", [&] {
+    region_broadcast_cpu_impl<scalar_t>(cc.data_ptr<scalar_t>(), lab.data_ptr<int32_t>(), out.data_ptr<scalar_t>(),
+                                        N, C, H * W, L);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(semnorm, CPU, m) {
+  m.impl("region_pool", &region_pool_cpu);
+  m.impl("region_broadcast", &region_broadcast_cpu);
+}
+
+}  // namespace semnorm

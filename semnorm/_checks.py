@@ -1,0 +1,60 @@
+"""Argument checks shared by the functional API: every error names the argument at fault.
+
+The compiled kernels repeat the essential checks (shape, dtype, label range) in C++, so the native
+path is safe even when called through ``torch.ops.semnorm`` directly; these Python checks give the
+reference path the same behaviour and the same messages.
+"""
+
+from __future__ import annotations
+
+import torch
+
+LABEL_DTYPES = (torch.uint8, torch.int32, torch.int64)
+
+
+def fail(op: str, message: str, exc: type[Exception] = ValueError) -> None:
+    raise exc(f"semnorm.{op}: {message}")
+
+
+def activation(x: torch.Tensor, op: str, name: str = "x") -> None:
+    if not isinstance(x, torch.Tensor):
+        fail(op, f"{name} must be a tensor, got {type(x).__name__}", TypeError)
+    if not x.is_floating_point():
+        fail(op, f"{name} must be a floating point tensor, got {x.dtype}", TypeError)
+    if x.dim() != 4:
+        fail(op, f"{name} must have 4 dimensions (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        fail(op, f"{name} must not be empty, got shape {tuple(x.shape)}")
+
+
+def same_device(op: str, ref: torch.Tensor, ref_name: str, **tensors: torch.Tensor | None) -> None:
+    for name, t in tensors.items():
+        if t is not None and t.device != ref.device:
+            fail(op, f"{ref_name} is on {ref.device} but {name} is on {t.device}")
+
+
+def shape(t: torch.Tensor, expected: tuple[int, ...], op: str, name: str) -> None:
+    if tuple(t.shape) != tuple(expected):
+        fail(op, f"{name} must have shape {tuple(expected)}, got {tuple(t.shape)}")
+
+
+def labels(labels: torch.Tensor, batch: int, op: str, num_classes: int | None = None, check_values: bool = True) -> None:
+    """Integer (N, Hl, Wl) labels; with ``check_values`` (the reference path) also the value range."""
+    if not isinstance(labels, torch.Tensor):
+        fail(op, f"labels must be a tensor, got {type(labels).__name__}", TypeError)
+    if labels.dtype not in LABEL_DTYPES:
+        fail(op, f"labels must be an integer tensor (uint8, int32 or int64), got {labels.dtype}", TypeError)
+    if labels.dim() != 3:
+        fail(op, f"labels must have 3 dimensions (N, H, W), got shape {tuple(labels.shape)}")
+    if labels.shape[0] != batch:
+        fail(op, f"labels has batch size {labels.shape[0]} but the activations have {batch}")
+    if labels.numel() == 0:
+        fail(op, f"labels must not be empty, got shape {tuple(labels.shape)}")
+    if num_classes is not None:
+        if num_classes <= 0:
+            fail(op, f"num_classes must be positive, got {num_classes}")
+        if check_values and not torch.compiler.is_compiling():
+            lo, hi = int(labels.min()), int(labels.max())
+            if lo < 0 or hi >= num_classes:
+                bad = lo if lo < 0 else hi
+                fail(op, f"labels must lie in [0, {num_classes}), found {bad}", IndexError)

@@ -1,0 +1,8 @@
+"""The op layer: fake (meta) kernels and autograd formulas of every ``torch.ops.semnorm`` op.
+
+Importing this package registers them; the schemas and the compiled kernels come from
+``semnorm._C`` (see ``csrc/semnorm.cpp``). Without the extension nothing is registered and the
+functional API runs the pure-PyTorch reference.
+"""
+
+from . import region  # noqa: F401

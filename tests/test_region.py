@@ -1,0 +1,188 @@
+"""region_pool / region_broadcast: native kernels vs reference vs a naive loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from optest import DTYPES, LABEL_CASES, LABEL_DTYPES, LAYOUTS, RESOLUTIONS, assert_close, make_x, needs_ext
+
+from semnorm import functional as F
+from semnorm import reference
+
+
+def naive_region_pool(x, labels, num_classes, mean):
+    """Loop over (n, l) like the published SEAN code; the oracle of the reference."""
+    n, c, h, w = x.shape
+    lab = torch.nn.functional.interpolate(labels[:, None].double(), size=(h, w), mode="nearest")[:, 0].long()
+    pooled = torch.zeros(n, num_classes, c, dtype=torch.float64)
+    counts = torch.zeros(n, num_classes, dtype=torch.int64)
+    for i in range(n):
+        for j in range(num_classes):
+            mask = lab[i] == j
+            counts[i, j] = mask.sum()
+            if mask.any():
+                s = x[i].double()[:, mask].sum(1)
+                pooled[i, j] = s / mask.sum() if mean else s
+    return pooled, counts
+
+
+@pytest.mark.parametrize("case", list(LABEL_CASES))
+@pytest.mark.parametrize("res", RESOLUTIONS)
+@pytest.mark.parametrize("mean", [True, False])
+def test_reference_matches_naive_loop(case, res, mean):
+    (h, w), (hl, wl) = res
+    x = torch.randn(2, 3, h, w, dtype=torch.float64)
+    labels = LABEL_CASES[case](2, hl, wl, 5)
+    pooled, counts = reference.region_pool(x, labels, 5, mean)
+    exp_pooled, exp_counts = naive_region_pool(x, labels, 5, mean)
+    torch.testing.assert_close(counts, exp_counts)
+    torch.testing.assert_close(pooled, exp_pooled)
+    # broadcast of the pooled codes: each pixel gets its region's code
+    lab = torch.nn.functional.interpolate(labels[:, None].double(), size=(h, w), mode="nearest")[:, 0].long()
+    out = reference.region_broadcast(pooled, labels, h, w)
+    torch.testing.assert_close(out, pooled[torch.arange(2)[:, None, None], lab].permute(0, 3, 1, 2))
+
+
+@needs_ext
+class TestRegionNative:
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("layout", LAYOUTS)
+    @pytest.mark.parametrize("mean", [True, False])
+    def test_pool_forward_backward(self, dtype, layout, mean):
+        x = make_x((2, 5, 9, 7), dtype, layout, requires_grad=True)
+        labels = LABEL_CASES["natural"](2, 18, 14, 6)
+        xr = x.detach().clone().requires_grad_()
+        p, c = F.region_pool(x, labels, 6, mean, impl="native")
+        pr, cr = F.region_pool(xr, labels, 6, mean, impl="reference")
+        assert_close(p, pr, dtype)
+        assert torch.equal(c, cr)
+        g = torch.randn_like(p)
+        p.backward(g)
+        pr.backward(g)
+        assert_close(x.grad, xr.grad, dtype)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("label_dtype", LABEL_DTYPES)
+    @pytest.mark.parametrize("res", RESOLUTIONS)
+    def test_broadcast_forward_backward(self, dtype, label_dtype, res):
+        (h, w), (hl, wl) = res
+        codes = torch.randn(2, 4, 3, dtype=torch.float64).to(dtype).requires_grad_()
+        codes_r = codes.detach().clone().requires_grad_()
+        labels = LABEL_CASES["random"](2, hl, wl, 4).to(label_dtype)
+        s = F.region_broadcast(codes, labels, h, w, impl="native")
+        sr = F.region_broadcast(codes_r, labels, h, w, impl="reference")
+        assert_close(s, sr, dtype)
+        g = torch.randn_like(s)
+        s.backward(g)
+        sr.backward(g)
+        assert_close(codes.grad, codes_r.grad, dtype, scale=4)
+
+    @pytest.mark.parametrize("case", list(LABEL_CASES))
+    @pytest.mark.parametrize("res", RESOLUTIONS)
+    def test_label_cases(self, case, res):
+        (h, w), (hl, wl) = res
+        x = torch.randn(3, 4, h, w)
+        labels = LABEL_CASES[case](3, hl, wl, 7)
+        for mean in (True, False):
+            p, c = F.region_pool(x, labels, 7, mean, impl="native")
+            pr, cr = F.region_pool(x, labels, 7, mean, impl="reference")
+            assert_close(p, pr)
+            assert torch.equal(c, cr)
+
+    def test_gradcheck_float64(self):
+        x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+        labels = LABEL_CASES["absent_labels"](2, 5, 4, 5)
+        assert torch.autograd.gradcheck(lambda t: F.region_pool(t, labels, 5, True, impl="native")[0], (x,))
+        assert torch.autograd.gradgradcheck(lambda t: F.region_pool(t, labels, 5, True, impl="native")[0], (x,))
+        codes = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda t: F.region_broadcast(t, labels, 7, 3, impl="native"), (codes,))
+
+    def test_reference_gradcheck_float64(self):
+        x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+        labels = LABEL_CASES["natural"](2, 10, 8, 5)
+        assert torch.autograd.gradcheck(lambda t: reference.region_pool(t, labels, 5, True)[0], (x,))
+        codes = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda t: reference.region_broadcast(t, labels, 5, 4), (codes,))
+
+    @pytest.mark.parametrize("mean", [True, False])
+    def test_opcheck(self, mean):
+        x = torch.randn(2, 3, 6, 5, requires_grad=True)
+        labels = LABEL_CASES["natural"](2, 12, 10, 4)
+        torch.library.opcheck(torch.ops.semnorm.region_pool.default, (x, labels, 4, mean))
+        codes = torch.randn(2, 4, 3, requires_grad=True)
+        torch.library.opcheck(torch.ops.semnorm.region_broadcast.default, (codes, labels, 6, 5))
+
+    def test_compile_fullgraph(self):
+        def f(x, labels):
+            pooled, _ = F.region_pool(x, labels, 5, True)
+            return F.region_broadcast(pooled * 2, labels, x.shape[2], x.shape[3])
+
+        x = torch.randn(2, 3, 8, 8, requires_grad=True)
+        labels = LABEL_CASES["natural"](2, 16, 16, 5)
+        compiled = torch.compile(f, fullgraph=True)
+        out = compiled(x, labels)
+        ref = f(x, labels)
+        assert_close(out, ref)
+        (gx,) = torch.autograd.grad(out.sum(), x)
+        (gr,) = torch.autograd.grad(ref.sum(), x)
+        assert_close(gx, gr)
+
+    @given(
+        n=st.integers(1, 3), c=st.integers(1, 5), h=st.integers(1, 9), w=st.integers(1, 9),
+        hl=st.integers(1, 12), wl=st.integers(1, 12), num_classes=st.integers(1, 9), seed=st.integers(0, 2**16),
+    )
+    def test_fuzz_shapes(self, n, c, h, w, hl, wl, num_classes, seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, c, h, w, generator=g)
+        labels = torch.randint(0, num_classes, (n, hl, wl), generator=g)
+        p, cnt = F.region_pool(x, labels, num_classes, True, impl="native")
+        pr, cr = F.region_pool(x, labels, num_classes, True, impl="reference")
+        assert_close(p, pr)
+        assert torch.equal(cnt, cr)
+        assert int(cnt.sum()) == n * h * w
+        s = F.region_broadcast(p, labels, h, w, impl="native")
+        assert_close(s, F.region_broadcast(pr, labels, h, w, impl="reference"))
+
+
+class TestRegionErrors:
+    @pytest.mark.parametrize("impl", ["native", "reference"])
+    def test_bad_input(self, impl):
+        if impl == "native":
+            pytest.importorskip("semnorm._C", reason="extension not built")
+        x = torch.randn(2, 3, 4, 4)
+        good = torch.zeros(2, 4, 4, dtype=torch.int64)
+        with pytest.raises(IndexError, match=r"labels must lie in \[0, 5\), found 5"):
+            F.region_pool(x, good + 5, 5, impl=impl)
+        with pytest.raises(IndexError, match=r"labels must lie in \[0, 5\), found -1"):
+            F.region_pool(x, good - 1, 5, impl=impl)
+        with pytest.raises(TypeError, match="labels must be an integer tensor"):
+            F.region_pool(x, good.float(), 5, impl=impl)
+        with pytest.raises(ValueError, match="labels has batch size 1"):
+            F.region_pool(x, good[:1], 5, impl=impl)
+        with pytest.raises(ValueError, match="labels must have 3 dimensions"):
+            F.region_pool(x, good[0], 5, impl=impl)
+        with pytest.raises(ValueError, match="x must have 4 dimensions"):
+            F.region_pool(x[0], good, 5, impl=impl)
+        with pytest.raises(ValueError, match="x must not be empty"):
+            F.region_pool(x[:, :0], good, 5, impl=impl)
+        with pytest.raises(TypeError, match="x must be a floating point"):
+            F.region_pool(x.long(), good, 5, impl=impl)
+        with pytest.raises(ValueError, match="num_classes must be positive"):
+            F.region_pool(x, good, 0, impl=impl)
+        with pytest.raises(IndexError, match=r"labels must lie in \[0, 3\)"):
+            F.region_broadcast(torch.randn(2, 3, 4), good + 3, 4, 4, impl=impl)
+        with pytest.raises(ValueError, match="codes must be a non-empty"):
+            F.region_broadcast(torch.randn(2, 3), good, 4, 4, impl=impl)
+
+    @needs_ext
+    def test_kernel_checks_labels_itself(self):
+        # Bypass the Python layer: the C++ kernel must refuse out-of-range labels on its own.
+        x = torch.randn(1, 2, 3, 3)
+        with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found 9"):
+            torch.ops.semnorm.region_pool(x, torch.full((1, 3, 3), 9), 4, True)
+        with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found 300"):
+            torch.ops.semnorm.region_broadcast(torch.randn(1, 4, 2), torch.full((1, 2, 2), 300, dtype=torch.int32), 3, 3)
+        with pytest.raises(RuntimeError, match="labels must be an integer tensor"):
+            torch.ops.semnorm.region_pool(x, torch.zeros(1, 3, 3), 4, True)

@@ -1,0 +1,1 @@
+"""semnorm.training: the training loop, datasets and metrics (see the project issues)."""
