@@ -49,7 +49,7 @@ def _extensions():
 
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
-    cxx_flags = ["-O3", "-fopenmp", "-DSEMNORM_VERSION=\\\"0.1.0\\\""]
+    cxx_flags = ["-O3", "-fopenmp"]
     define_macros = [("Py_LIMITED_API", "0x030A0000")]
 
     with_cuda, reason = False, ""
