@@ -7,7 +7,9 @@ normalize_modulate``, and autograd assembles the full normalization gradient.
 
 ``noise`` (SEAN's per-pixel noise, shared by the channels) gets its gradient here in Python,
 ``grad_noise[n, h, w] = sum_c grad_x_eff[n, c, h, w] * noise_scale[c]`` (the kernels' grad_x is the
-gradient wrt x_eff), computed only when noise requires grad.
+gradient wrt x_eff), computed only when noise requires grad. For half/bfloat16 inputs the kernels'
+grad_x is rounded to x's dtype, so that rare path reruns the backward op on opmath copies to keep
+grad_noise accurate.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from ..reference import opmath_dtype
 
 def _noise_grad(grad_x, noise_scale):
     return (grad_x.to(noise_scale.dtype) * noise_scale.view(1, -1, 1, 1)).sum(1)
+
+
+def _up(t, dtype):
+    return None if t is None else t.to(dtype)
 
 
 # ---- channel_moments
@@ -57,7 +63,14 @@ def _moments_backward(ctx, grad_mean, grad_m2):
     grad_x, grad_scale = torch.ops.semnorm.channel_moments_backward(
         grad_mean, grad_m2, x, mean, ctx.per_instance, noise, noise_scale
     )
-    grad_noise = _noise_grad(grad_x, noise_scale) if noise is not None and ctx.needs_input_grad[2] else None
+    grad_noise = None
+    if noise is not None and ctx.needs_input_grad[2]:
+        grad_xe = grad_x
+        if grad_x.dtype != mean.dtype:  # half / bfloat16: recompute grad wrt x_eff unrounded
+            grad_xe, _ = torch.ops.semnorm.channel_moments_backward(
+                grad_mean, grad_m2, x.to(mean.dtype), mean, ctx.per_instance, noise, noise_scale
+            )
+        grad_noise = _noise_grad(grad_xe, noise_scale)
     return grad_x, None, grad_noise, grad_scale if noise is not None else None
 
 
@@ -111,7 +124,16 @@ def _modulate_backward(ctx, grad_y):
     gx, gmean, grstd, ggamma, gbeta, ggamma2, gbeta2, gblend, gscale = grads
     two = blend is not None
     has_noise = noise is not None
-    grad_noise = _noise_grad(gx, noise_scale) if has_noise and ctx.needs_input_grad[8] else None
+    grad_noise = None
+    if has_noise and ctx.needs_input_grad[8]:
+        grad_xe = gx
+        if gx.dtype != mean.dtype:  # half / bfloat16: recompute grad wrt x_eff unrounded
+            acc = mean.dtype
+            grad_xe = torch.ops.semnorm.normalize_modulate_backward(
+                grad_y.to(acc).contiguous(), x.to(acc), mean, rstd, gamma.to(acc), beta.to(acc), _up(gamma2, acc),
+                _up(beta2, acc), blend, noise, noise_scale, ctx.offset
+            )[0]
+        grad_noise = _noise_grad(grad_xe, noise_scale)
     return (
         gx,
         gmean,
