@@ -310,63 +310,74 @@ struct ModulateGrads {
   acc* partial;  // (N*C, 3): blend[0], blend[1], noise_scale partial sums of each plane
 };
 
+// One (n, c) plane of the backward. `#pragma omp simd` with a reduction clause lets the compiler
+// vectorize the five sums (a plain loop would keep them serial without -ffast-math); the outputs are
+// fresh tensors, hence __restrict__. sums: dy*(off+g), dy*(off+g)*(x_eff-mean), blend[0], blend[1],
+// noise_scale partials.
+template <typename scalar_t, bool BLEND, bool NOISE>
+void modulate_backward_plane(const scalar_t* __restrict__ dyp, const scalar_t* __restrict__ xp,
+                             const scalar_t* __restrict__ gp, const scalar_t* __restrict__ bp,
+                             const scalar_t* __restrict__ g2p, const scalar_t* __restrict__ b2p,
+                             const acc_t<scalar_t>* __restrict__ zp, scalar_t* __restrict__ gxp,
+                             scalar_t* __restrict__ ggp, scalar_t* __restrict__ gbp, scalar_t* __restrict__ gg2p,
+                             scalar_t* __restrict__ gb2p, acc_t<scalar_t> mu, acc_t<scalar_t> r,
+                             acc_t<scalar_t> off, acc_t<scalar_t> bg, acc_t<scalar_t> bb, acc_t<scalar_t> s,
+                             int64_t HW, acc_t<scalar_t>* sums) {
+  using acc = acc_t<scalar_t>;
+  acc sdg = 0, sdgx = 0, sbg = 0, sbb = 0, sns = 0;
+#pragma omp simd reduction(+ : sdg, sdgx, sbg, sbb, sns)
+  for (int64_t p = 0; p < HW; ++p) {
+    acc xe = static_cast<acc>(xp[p]);
+    if constexpr (NOISE) xe += s * zp[p];
+    const acc d = static_cast<acc>(dyp[p]), xc = xe - mu;
+    const acc g1 = static_cast<acc>(gp[p]);
+    acc g = g1, g2 = 0;
+    if constexpr (BLEND) {
+      g2 = static_cast<acc>(g2p[p]);
+      g = bg * g1 + (acc(1) - bg) * g2;
+    }
+    const acc dg = d * (off + g), gx = dg * r, dxhat = d * xc * r;
+    gxp[p] = static_cast<scalar_t>(gx);
+    sdg += dg;
+    sdgx += dg * xc;
+    if constexpr (BLEND) {
+      ggp[p] = static_cast<scalar_t>(bg * dxhat);
+      gg2p[p] = static_cast<scalar_t>((acc(1) - bg) * dxhat);
+      gbp[p] = static_cast<scalar_t>(bb * d);
+      gb2p[p] = static_cast<scalar_t>((acc(1) - bb) * d);
+      sbg += dxhat * (g1 - g2);
+      sbb += d * (static_cast<acc>(bp[p]) - static_cast<acc>(b2p[p]));
+    } else {
+      ggp[p] = static_cast<scalar_t>(dxhat);
+      gbp[p] = dyp[p];
+    }
+    if constexpr (NOISE) sns += gx * zp[p];
+  }
+  sums[0] = sdg;
+  sums[1] = sdgx;
+  sums[2] = sbg;
+  sums[3] = sbb;
+  sums[4] = sns;
+}
+
 template <typename scalar_t, bool BLEND, bool NOISE>
 void modulate_backward_planes(const scalar_t* dy, const ModulateArgs<scalar_t>& A, const ModulateGrads<scalar_t>& G) {
   using acc = acc_t<scalar_t>;
   at::parallel_for(0, A.N * A.C, 1, [&](int64_t begin, int64_t end) {
     for (int64_t nc = begin; nc < end; ++nc) {
-      const int64_t n = nc / A.C, c = nc % A.C, base = nc * A.HW, HW = A.HW;
-      const acc mu = A.mean[nc], r = A.rstd[nc], off = A.offset, bg = A.blend_g, bb = A.blend_b;
-      const acc s = NOISE ? A.scale[c] : acc(0);
-      const scalar_t *dyp = dy + base, *xp = A.x + base, *gp = A.gamma + base, *bp = A.beta + base;
-      const scalar_t* g2p = BLEND ? A.gamma2 + base : nullptr;
-      const scalar_t* b2p = BLEND ? A.beta2 + base : nullptr;
-      const acc* zp = NOISE ? A.noise + n * HW : nullptr;
-      scalar_t *gxp = G.x + base, *ggp = G.gamma + base, *gbp = G.beta + base;
-      scalar_t* gg2p = BLEND ? G.gamma2 + base : nullptr;
-      scalar_t* gb2p = BLEND ? G.beta2 + base : nullptr;
-      // Lane accumulators: sum dy*(off+g), sum dy*(off+g)*(x_eff-mean), blend and noise partials.
-      acc l_dg[kLanes] = {}, l_dgx[kLanes] = {}, l_bg[kLanes] = {}, l_bb[kLanes] = {}, l_ns[kLanes] = {};
-      const auto step = [&](int64_t p, int64_t j) {
-        acc xe = static_cast<acc>(xp[p]);
-        if constexpr (NOISE) xe += s * zp[p];
-        const acc d = static_cast<acc>(dyp[p]), xc = xe - mu;
-        acc g = static_cast<acc>(gp[p]);
-        if constexpr (BLEND) g = bg * g + (acc(1) - bg) * static_cast<acc>(g2p[p]);
-        const acc dg = d * (off + g), gx = dg * r, dxhat = d * xc * r;
-        gxp[p] = static_cast<scalar_t>(gx);
-        l_dg[j] += dg;
-        l_dgx[j] += dg * xc;
-        if constexpr (BLEND) {
-          ggp[p] = static_cast<scalar_t>(bg * dxhat);
-          gg2p[p] = static_cast<scalar_t>((acc(1) - bg) * dxhat);
-          gbp[p] = static_cast<scalar_t>(bb * d);
-          gb2p[p] = static_cast<scalar_t>((acc(1) - bb) * d);
-          l_bg[j] += dxhat * (static_cast<acc>(gp[p]) - static_cast<acc>(g2p[p]));
-          l_bb[j] += d * (static_cast<acc>(bp[p]) - static_cast<acc>(b2p[p]));
-        } else {
-          ggp[p] = static_cast<scalar_t>(dxhat);
-          gbp[p] = dyp[p];
-        }
-        if constexpr (NOISE) l_ns[j] += gx * zp[p];
-      };
-      const int64_t blocked = HW - HW % kLanes;
-      for (int64_t p = 0; p < blocked; p += kLanes)
-        for (int64_t j = 0; j < kLanes; ++j) step(p + j, j);
-      for (int64_t p = blocked; p < HW; ++p) step(p, p - blocked);
-      acc sdg = 0, sdgx = 0, sbg = 0, sbb = 0, sns = 0;
-      for (int64_t j = 0; j < kLanes; ++j) {
-        sdg += l_dg[j];
-        sdgx += l_dgx[j];
-        sbg += l_bg[j];
-        sbb += l_bb[j];
-        sns += l_ns[j];
-      }
-      G.mean[nc] = -sdg * r;
-      G.rstd[nc] = sdgx;
-      G.partial[nc * 3 + 0] = sbg;
-      G.partial[nc * 3 + 1] = sbb;
-      G.partial[nc * 3 + 2] = sns;
+      const int64_t n = nc / A.C, c = nc % A.C, base = nc * A.HW;
+      const acc r = A.rstd[nc];
+      acc sums[5];
+      modulate_backward_plane<scalar_t, BLEND, NOISE>(
+          dy + base, A.x + base, A.gamma + base, A.beta + base, BLEND ? A.gamma2 + base : nullptr,
+          BLEND ? A.beta2 + base : nullptr, NOISE ? A.noise + n * A.HW : nullptr, G.x + base, G.gamma + base,
+          G.beta + base, BLEND ? G.gamma2 + base : nullptr, BLEND ? G.beta2 + base : nullptr, A.mean[nc], r,
+          A.offset, A.blend_g, A.blend_b, NOISE ? A.scale[c] : acc(0), A.HW, sums);
+      G.mean[nc] = -sums[0] * r;
+      G.rstd[nc] = sums[1];
+      G.partial[nc * 3 + 0] = sums[2];
+      G.partial[nc * 3 + 1] = sums[3];
+      G.partial[nc * 3 + 2] = sums[4];
     }
   });
 }
