@@ -259,19 +259,26 @@ class TestStatsNative:
         _, gs = torch.ops.semnorm.channel_moments_backward(mean[0], mean[0], x, mean[0], False)
         assert gs.numel() == 0
 
-    @pytest.mark.parametrize("norm", ["batch", "instance"])
+    @pytest.mark.parametrize("norm", ["syncbatch", "instance"])
     def test_compile_fullgraph(self, norm):
-        def f(x, gamma, beta, noise, scale):
-            mean, rstd = F.norm_stats(x, norm, noise=noise, noise_scale=scale)
+        buffers = {}
+        if norm != "instance":  # running-stat updates in place inside the compiled graph
+            buffers = {"compiled": (torch.zeros(3), torch.ones(3)), "eager": (torch.zeros(3), torch.ones(3))}
+
+        def f(x, gamma, beta, noise, scale, which):
+            rm, rv = buffers.get(which, (None, None))
+            mean, rstd = F.norm_stats(x, norm, running_mean=rm, running_var=rv, noise=noise, noise_scale=scale)
             return F.normalize_modulate(x, mean, rstd, gamma, beta, noise=noise, noise_scale=scale)
 
         x = torch.randn(2, 3, 6, 6, requires_grad=True)
         gamma, beta = torch.randn(2, 3, 6, 6, requires_grad=True), torch.randn(2, 3, 6, 6, requires_grad=True)
         noise, scale = make_noise(x, requires_grad=True)
         args = (x, gamma, beta, noise, scale)
-        out = torch.compile(f, fullgraph=True)(*args)
-        ref = f(*args)
+        out = torch.compile(f, fullgraph=True)(*args, "compiled")
+        ref = f(*args, "eager")
         assert_close(out, ref)
+        for a, b in zip(buffers.get("compiled", ()), buffers.get("eager", ())):
+            assert_close(a, b)
         g1 = torch.autograd.grad(out.square().sum(), args)
         g2 = torch.autograd.grad(ref.square().sum(), args)
         for a, b in zip(g1, g2):
