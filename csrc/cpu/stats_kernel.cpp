@@ -118,7 +118,8 @@ void moments_planes(const scalar_t* x, const acc_t<scalar_t>* noise, const acc_t
   });
 }
 
-// Chan et al.'s pairwise combination of the N plane moments of each channel (equal counts HW):
+// Chan et al.'s parallel combination of the N plane moments of each channel, merged one plane at a
+// time (each plane holds HW values), which amounts to
 // mean = average of the plane means, M2 = sum of plane M2 + HW * sum (plane mean - mean)^2.
 template <typename acc>
 void combine_planes(const acc* pmean, const acc* pm2, acc* mean, acc* m2, int64_t N, int64_t C, int64_t HW) {
