@@ -58,3 +58,31 @@ def labels(labels: torch.Tensor, batch: int, op: str, num_classes: int | None = 
             if lo < 0 or hi >= num_classes:
                 bad = lo if lo < 0 else hi
                 fail(op, f"labels must lie in [0, {num_classes}), found {bad}", IndexError)
+
+
+def opmath_tensor(t: torch.Tensor, x: torch.Tensor, expected: tuple[int, ...], op: str, name: str) -> None:
+    """A small table (statistics, noise, blend weights) of ``expected`` shape in x's opmath dtype."""
+    if not isinstance(t, torch.Tensor):
+        fail(op, f"{name} must be a tensor, got {type(t).__name__}", TypeError)
+    want = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if t.dtype != want:
+        fail(op, f"{name} must have dtype {want} (x's opmath dtype), got {t.dtype}", TypeError)
+    shape(t, expected, op, name)
+    same_device(op, x, "x", **{name: t})
+
+
+def like_x(t: torch.Tensor, x: torch.Tensor, op: str, name: str) -> None:
+    """A dense tensor with x's shape, dtype and device."""
+    if not isinstance(t, torch.Tensor):
+        fail(op, f"{name} must be a tensor, got {type(t).__name__}", TypeError)
+    if t.dtype != x.dtype:
+        fail(op, f"{name} must have x's dtype {x.dtype}, got {t.dtype}", TypeError)
+    shape(t, tuple(x.shape), op, name)
+    same_device(op, x, "x", **{name: t})
+
+
+def together(op: str, **tensors: torch.Tensor | None) -> None:
+    """Optional arguments that must be given all together or not at all."""
+    given = [name for name, t in tensors.items() if t is not None]
+    if given and len(given) != len(tensors):
+        fail(op, f"{' and '.join(tensors)} must be given together, got only {', '.join(given)}")

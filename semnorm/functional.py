@@ -74,3 +74,231 @@ def region_broadcast(
     if impl == "native":
         return torch.ops.semnorm.region_broadcast(codes, labels, height, width)
     return reference.region_broadcast(codes, labels, height, width)
+
+
+# ----------------------------------------------------------------------------------------------
+# norm statistics and normalize-modulate
+
+__all__ += ["channel_moments", "norm_stats", "normalize_modulate"]
+
+NORMS = ("batch", "instance", "syncbatch")
+
+
+def _check_noise(x: torch.Tensor, noise: torch.Tensor | None, noise_scale: torch.Tensor | None, op: str) -> None:
+    _checks.together(op, noise=noise, noise_scale=noise_scale)
+    if noise is not None:
+        n, c, h, w = x.shape
+        _checks.opmath_tensor(noise, x, (n, h, w), op, "noise")
+        _checks.opmath_tensor(noise_scale, x, (c,), op, "noise_scale")
+
+
+def channel_moments(
+    x: torch.Tensor,
+    per_instance: bool,
+    noise: torch.Tensor | None = None,
+    noise_scale: torch.Tensor | None = None,
+    *,
+    impl: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and M2 (sum of squared deviations from the mean, not divided) of ``x`` per channel.
+
+    Accumulated in opmath (float32, float64 for float64 inputs) with a two-pass scheme per (n, c)
+    plane and Chan's parallel combination across the batch: no cancellation for large means.
+
+    Args:
+        x: activations (N, C, H, W), any floating dtype.
+        per_instance: True: statistics per (n, c) over (H, W), shape (N, C) (instance norm);
+            False: per channel over (N, H, W), shape (C,) (batch norm).
+        noise: optional (N, H, W) per-pixel noise in x's opmath dtype (SEAN); the statistics are those
+            of ``x + noise_scale[c] * noise[n, h, w]``.
+        noise_scale: (C,) per-channel noise strength in x's opmath dtype; given with ``noise``.
+        impl: "native", "reference" or None (automatic).
+
+    Returns:
+        ``(mean, m2)``, both (N, C) or (C,) in x's opmath dtype. Differentiable wrt x, noise and
+        noise_scale.
+    """
+    op = "channel_moments"
+    _checks.activation(x, op)
+    _check_noise(x, noise, noise_scale, op)
+    impl = choose_impl(impl, x.device)
+    if impl == "native":
+        return torch.ops.semnorm.channel_moments(x, bool(per_instance), noise, noise_scale)
+    return reference.channel_moments(x, bool(per_instance), noise, noise_scale)
+
+
+def _sync_moments(
+    count: int, mean: torch.Tensor, m2: torch.Tensor, process_group
+) -> tuple[torch.Tensor | int, torch.Tensor, torch.Tensor]:
+    """Combine per-rank (count, mean, M2) over the process group with Chan's formula.
+
+    Uses a differentiable all-gather, so gradients flow back to every rank's inputs. Ranks may hold
+    different batch sizes. Without an initialized process group (or with one rank) returns the input.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return count, mean, m2
+    group = process_group if process_group is not None else dist.group.WORLD
+    if dist.get_world_size(group) == 1:
+        return count, mean, m2
+    from torch.distributed.nn.functional import all_gather
+
+    local = torch.stack([torch.full_like(mean, float(count)), mean, m2])  # (3, C)
+    parts = torch.stack(all_gather(local, group=group))  # (world, 3, C)
+    counts, means, m2s = parts.unbind(1)
+    total = counts.sum(0)
+    global_mean = (counts * means).sum(0) / total
+    global_m2 = m2s.sum(0) + (counts * (means - global_mean).square()).sum(0)
+    return total, global_mean, global_m2
+
+
+def norm_stats(
+    x: torch.Tensor,
+    norm: str = "batch",
+    *,
+    running_mean: torch.Tensor | None = None,
+    running_var: torch.Tensor | None = None,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    process_group=None,
+    noise: torch.Tensor | None = None,
+    noise_scale: torch.Tensor | None = None,
+    impl: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Statistics of a parameter-free norm, ready for :func:`normalize_modulate`.
+
+    ``rstd = 1 / sqrt(var + eps)`` with the biased variance (``M2 / count``), like
+    ``F.batch_norm`` / ``F.instance_norm``. Differentiable wrt x (and noise, noise_scale).
+
+    Args:
+        x: activations (N, C, H, W), any floating dtype (statistics accumulate in float32, float64 for
+            float64 inputs).
+        norm: "batch" (per channel over N, H, W), "instance" (per (n, c) over H, W) or "syncbatch"
+            (batch statistics combined over ``process_group`` with a differentiable all-gather; ranks
+            may hold different batch sizes; exactly "batch" when torch.distributed is not initialized).
+        running_mean, running_var: optional (C,) buffers (batch/syncbatch only). In training they are
+            updated in place like ``F.batch_norm`` (``momentum``; running_var gets the unbiased
+            variance); with ``training=False`` they are used instead of the batch statistics (no
+            gradient flows to them).
+        training: training mode (batch statistics, running-stat update) or eval mode.
+        momentum: running-stat momentum (PyTorch's convention: ``new = (1 - m) * old + m * batch``).
+        eps: added to the variance.
+        process_group: torch.distributed group for "syncbatch" (default: the world).
+        noise: optional (N, H, W) noise in x's opmath dtype; statistics of
+            ``x + noise_scale[c] * noise`` (SEAN adds noise before the norm).
+        noise_scale: (C,) in x's opmath dtype, given with ``noise``.
+        impl: "native", "reference" or None (automatic), for the moments.
+
+    Returns:
+        ``(mean, rstd)``, both (N, C) contiguous in x's opmath dtype (batch statistics expanded over N).
+
+    Raises:
+        ValueError: in training with a single value per channel (batch) or per plane (instance),
+            like PyTorch.
+    """
+    op = "norm_stats"
+    _checks.activation(x, op)
+    if norm not in NORMS:
+        _checks.fail(op, f"norm must be one of {NORMS}, got {norm!r}")
+    _check_noise(x, noise, noise_scale, op)
+    n, c, h, w = x.shape
+    acc = reference.opmath_dtype(x.dtype)
+
+    if norm == "instance":
+        if running_mean is not None or running_var is not None:
+            _checks.fail(op, "running_mean / running_var are not supported with norm='instance'")
+        if h * w == 1:
+            _checks.fail(op, f"Expected more than 1 spatial element when training, got input size {x.size()}")
+        mean, m2 = channel_moments(x, True, noise, noise_scale, impl=impl)
+        return mean, torch.rsqrt(m2 / (h * w) + eps)
+
+    _checks.together(op, running_mean=running_mean, running_var=running_var)
+    if running_mean is not None:
+        for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+                _checks.fail(op, f"{name} must be a floating point tensor", TypeError)
+            _checks.shape(t, (c,), op, name)
+            _checks.same_device(op, x, "x", **{name: t})
+    if not isinstance(momentum, (int, float)):
+        _checks.fail(op, f"momentum must be a number (cumulative averaging is not supported), got {momentum!r}", TypeError)
+
+    if not training and running_mean is not None:
+        mean = running_mean.detach().to(acc)
+        var = running_var.detach().to(acc)
+    else:
+        count = n * h * w
+        if training and count == 1:
+            import torch.distributed as dist
+
+            if norm == "batch" or not (dist.is_available() and dist.is_initialized()):
+                raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
+        mean, m2 = channel_moments(x, False, noise, noise_scale, impl=impl)
+        if norm == "syncbatch":
+            count, mean, m2 = _sync_moments(count, mean, m2, process_group)
+        var = m2 / count
+        if training and running_mean is not None:
+            with torch.no_grad():
+                unbiased = m2 / (count - 1) if isinstance(count, int) else m2 / (count - 1).clamp(min=1)
+                running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+                running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+    rstd = torch.rsqrt(var + eps)
+    return mean.expand(n, c).contiguous(), rstd.expand(n, c).contiguous()
+
+
+def normalize_modulate(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    *,
+    gamma2: torch.Tensor | None = None,
+    beta2: torch.Tensor | None = None,
+    blend: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    noise_scale: torch.Tensor | None = None,
+    offset: float = 1.0,
+    impl: str | None = None,
+) -> torch.Tensor:
+    """Fused normalize + dense modulation: ``y = (x_eff - mean) * rstd * (offset + g) + b``.
+
+    One pass over x forward and one backward (SPADE: ``offset=1``; SEAN's two branches with
+    ``blend``; noise before the norm). Gradients flow to x (direct term; the statistics' part flows
+    through ``mean`` and ``rstd``), mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale.
+
+    Args:
+        x: activations (N, C, H, W), any floating dtype.
+        mean, rstd: (N, C) statistics in x's opmath dtype (from :func:`norm_stats`).
+        gamma, beta: dense (N, C, H, W) modulation in x's dtype (g = gamma, b = beta).
+        gamma2, beta2: optional second branch (N, C, H, W) in x's dtype, given with ``blend``.
+        blend: optional (2,) weights in x's opmath dtype: ``g = blend[0] * gamma + (1 - blend[0]) *
+            gamma2``, ``b = blend[1] * beta + (1 - blend[1]) * beta2`` (SEAN's alpha_gamma, alpha_beta).
+        noise: optional (N, H, W) noise in opmath dtype; ``x_eff = x + noise_scale[c] * noise``.
+        noise_scale: (C,) in opmath dtype, given with ``noise``.
+        offset: constant added to g (1 for SPADE/SEAN/SC-GAN, 0 for CLADE-style ``xhat * gamma``).
+        impl: "native", "reference" or None (automatic).
+
+    Returns:
+        y (N, C, H, W) contiguous in x's dtype.
+    """
+    op = "normalize_modulate"
+    _checks.activation(x, op)
+    n, c = x.shape[:2]
+    _checks.opmath_tensor(mean, x, (n, c), op, "mean")
+    _checks.opmath_tensor(rstd, x, (n, c), op, "rstd")
+    _checks.like_x(gamma, x, op, "gamma")
+    _checks.like_x(beta, x, op, "beta")
+    _checks.together(op, gamma2=gamma2, beta2=beta2, blend=blend)
+    if blend is not None:
+        _checks.like_x(gamma2, x, op, "gamma2")
+        _checks.like_x(beta2, x, op, "beta2")
+        _checks.opmath_tensor(blend, x, (2,), op, "blend")
+    _check_noise(x, noise, noise_scale, op)
+    impl = choose_impl(impl, x.device)
+    if impl == "native":
+        return torch.ops.semnorm.normalize_modulate(
+            x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, float(offset)
+        )
+    return reference.normalize_modulate(x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, offset)

@@ -62,3 +62,50 @@ def region_broadcast(codes: torch.Tensor, labels: torch.Tensor, height: int, wid
     lab = sample_labels(labels, height, width).reshape(n, height * width)
     out = codes.gather(1, lab.unsqueeze(-1).expand(n, height * width, c))  # (N, HW, C)
     return out.transpose(1, 2).reshape(n, c, height, width)
+
+
+# ----------------------------------------------------------------------------------------------
+# channel moments / normalize-modulate
+
+
+def effective_input(x: torch.Tensor, noise: torch.Tensor | None = None, noise_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``x + noise_scale[c] * noise[n, h, w]`` in x's opmath dtype (just ``x`` upcast without noise)."""
+    xe = x.to(opmath_dtype(x.dtype))
+    if noise is not None:
+        xe = xe + noise_scale.view(1, -1, 1, 1) * noise.unsqueeze(1)
+    return xe
+
+
+def channel_moments(
+    x: torch.Tensor, per_instance: bool, noise: torch.Tensor | None = None, noise_scale: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and M2 (sum of squared deviations) per (n, c) or per channel, two-pass in opmath."""
+    xe = effective_input(x, noise, noise_scale)
+    dims = (2, 3) if per_instance else (0, 2, 3)
+    mean = xe.mean(dims, keepdim=True)
+    m2 = (xe - mean).square().sum(dims)
+    return mean.reshape(m2.shape), m2
+
+
+def normalize_modulate(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    gamma2: torch.Tensor | None = None,
+    beta2: torch.Tensor | None = None,
+    blend: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    noise_scale: torch.Tensor | None = None,
+    offset: float = 1.0,
+) -> torch.Tensor:
+    """``(x_eff - mean) * rstd * (offset + g) + b``, g/b dense or blended from two branches."""
+    acc = opmath_dtype(x.dtype)
+    xe = effective_input(x, noise, noise_scale)
+    g, b = gamma.to(acc), beta.to(acc)
+    if blend is not None:
+        g = blend[0] * g + (1 - blend[0]) * gamma2.to(acc)
+        b = blend[1] * b + (1 - blend[1]) * beta2.to(acc)
+    y = (xe - mean[:, :, None, None]) * rstd[:, :, None, None] * (offset + g) + b
+    return y.to(x.dtype)

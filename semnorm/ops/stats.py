@@ -1,0 +1,158 @@
+"""Norm statistics and the fused normalize + modulate: fake kernels and autograd for ``torch.ops.semnorm``.
+
+``channel_moments`` returns (mean, M2); its backward is elementwise in x. ``normalize_modulate``
+takes mean and rstd as inputs and returns their gradients, so batch, instance and synchronized
+batch norms are all the chain ``channel_moments -> (tiny torch ops on (C,) tensors) ->
+normalize_modulate``, and autograd assembles the full normalization gradient.
+
+``noise`` (SEAN's per-pixel noise, shared by the channels) gets its gradient here in Python,
+``grad_noise[n, h, w] = sum_c grad_x_eff[n, c, h, w] * noise_scale[c]`` (the kernels' grad_x is the
+gradient wrt x_eff), computed only when noise requires grad. For half/bfloat16 inputs the kernels'
+grad_x is rounded to x's dtype, so that rare path reruns the backward op on opmath copies to keep
+grad_noise accurate.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._extension import LOADED
+from ..reference import opmath_dtype
+
+
+def _noise_grad(grad_x, noise_scale):
+    return (grad_x.to(noise_scale.dtype) * noise_scale.view(1, -1, 1, 1)).sum(1)
+
+
+def _up(t, dtype):
+    return None if t is None else t.to(dtype)
+
+
+# ---- channel_moments
+
+
+def _moments_fake(x, per_instance, noise=None, noise_scale=None):
+    torch._check(x.dim() == 4, lambda: "semnorm.channel_moments: x must have 4 dimensions")
+    torch._check((noise is None) == (noise_scale is None), lambda: "semnorm.channel_moments: noise and noise_scale must be given together")
+    if noise is not None:
+        torch._check(noise.shape == (x.shape[0], x.shape[2], x.shape[3]), lambda: "semnorm.channel_moments: noise must have shape (N, H, W)")
+        torch._check(noise_scale.shape == (x.shape[1],), lambda: "semnorm.channel_moments: noise_scale must have shape (C,)")
+    acc = opmath_dtype(x.dtype)
+    shape = (x.shape[0], x.shape[1]) if per_instance else (x.shape[1],)
+    return x.new_empty(shape, dtype=acc), x.new_empty(shape, dtype=acc)
+
+
+def _moments_backward_fake(grad_mean, grad_m2, x, mean, per_instance, noise=None, noise_scale=None):
+    torch._check(x.dim() == 4, lambda: "semnorm.channel_moments_backward: x must have 4 dimensions")
+    torch._check(grad_mean.shape == mean.shape, lambda: "semnorm.channel_moments_backward: grad_mean must have mean's shape")
+    torch._check(grad_m2.shape == mean.shape, lambda: "semnorm.channel_moments_backward: grad_m2 must have mean's shape")
+    acc = opmath_dtype(x.dtype)
+    return x.new_empty(x.shape), x.new_empty((x.shape[1] if noise is not None else 0,), dtype=acc)
+
+
+def _moments_setup(ctx, inputs, output):
+    x, per_instance, noise, noise_scale = inputs
+    ctx.save_for_backward(x, output[0], noise, noise_scale)
+    ctx.per_instance = per_instance
+
+
+def _moments_backward(ctx, grad_mean, grad_m2):
+    x, mean, noise, noise_scale = ctx.saved_tensors
+    grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean
+    grad_m2 = torch.zeros_like(mean) if grad_m2 is None else grad_m2
+    grad_x, grad_scale = torch.ops.semnorm.channel_moments_backward(
+        grad_mean, grad_m2, x, mean, ctx.per_instance, noise, noise_scale
+    )
+    grad_noise = None
+    if noise is not None and ctx.needs_input_grad[2]:
+        grad_xe = grad_x
+        if grad_x.dtype != mean.dtype:  # half / bfloat16: recompute grad wrt x_eff unrounded
+            grad_xe, _ = torch.ops.semnorm.channel_moments_backward(
+                grad_mean, grad_m2, x.to(mean.dtype), mean, ctx.per_instance, noise, noise_scale
+            )
+        grad_noise = _noise_grad(grad_xe, noise_scale)
+    return grad_x, None, grad_noise, grad_scale if noise is not None else None
+
+
+# ---- normalize_modulate
+
+
+def _modulate_fake(x, mean, rstd, gamma, beta, gamma2=None, beta2=None, blend=None, noise=None, noise_scale=None, offset=1.0):
+    op = "semnorm.normalize_modulate"
+    torch._check(x.dim() == 4, lambda: f"{op}: x must have 4 dimensions")
+    torch._check(mean.shape == (x.shape[0], x.shape[1]), lambda: f"{op}: mean must have shape (N, C)")
+    torch._check(rstd.shape == (x.shape[0], x.shape[1]), lambda: f"{op}: rstd must have shape (N, C)")
+    torch._check(gamma.shape == x.shape, lambda: f"{op}: gamma must have x's shape")
+    torch._check(beta.shape == x.shape, lambda: f"{op}: beta must have x's shape")
+    torch._check((blend is None) == (gamma2 is None) == (beta2 is None), lambda: f"{op}: gamma2, beta2 and blend must be given together")
+    torch._check((noise is None) == (noise_scale is None), lambda: f"{op}: noise and noise_scale must be given together")
+    return x.new_empty(x.shape)
+
+
+def _modulate_backward_fake(grad_y, x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, offset):
+    _modulate_fake(x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, offset)
+    acc = opmath_dtype(x.dtype)
+    n, c = x.shape[:2]
+    two = blend is not None
+
+    def dense(present):
+        return x.new_empty(x.shape) if present else x.new_empty((0,))
+
+    return (
+        x.new_empty(x.shape),
+        x.new_empty((n, c), dtype=acc),
+        x.new_empty((n, c), dtype=acc),
+        dense(True),
+        dense(True),
+        dense(two),
+        dense(two),
+        x.new_empty((2 if two else 0,), dtype=acc),
+        x.new_empty((c if noise is not None else 0,), dtype=acc),
+    )
+
+
+def _modulate_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:10])
+    ctx.offset = inputs[10]
+
+
+def _modulate_backward(ctx, grad_y):
+    x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale = ctx.saved_tensors
+    grads = torch.ops.semnorm.normalize_modulate_backward(
+        grad_y.contiguous(), x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, ctx.offset
+    )
+    gx, gmean, grstd, ggamma, gbeta, ggamma2, gbeta2, gblend, gscale = grads
+    two = blend is not None
+    has_noise = noise is not None
+    grad_noise = None
+    if has_noise and ctx.needs_input_grad[8]:
+        grad_xe = gx
+        if gx.dtype != mean.dtype:  # half / bfloat16: recompute grad wrt x_eff unrounded
+            acc = mean.dtype
+            grad_xe = torch.ops.semnorm.normalize_modulate_backward(
+                grad_y.to(acc).contiguous(), x.to(acc), mean, rstd, gamma.to(acc), beta.to(acc), _up(gamma2, acc),
+                _up(beta2, acc), blend, noise, noise_scale, ctx.offset
+            )[0]
+        grad_noise = _noise_grad(grad_xe, noise_scale)
+    return (
+        gx,
+        gmean,
+        grstd,
+        ggamma,
+        gbeta,
+        ggamma2 if two else None,
+        gbeta2 if two else None,
+        gblend if two else None,
+        grad_noise,
+        gscale if has_noise else None,
+        None,
+    )
+
+
+if LOADED:
+    torch.library.register_fake("semnorm::channel_moments", _moments_fake)
+    torch.library.register_fake("semnorm::channel_moments_backward", _moments_backward_fake)
+    torch.library.register_autograd("semnorm::channel_moments", _moments_backward, setup_context=_moments_setup)
+    torch.library.register_fake("semnorm::normalize_modulate", _modulate_fake)
+    torch.library.register_fake("semnorm::normalize_modulate_backward", _modulate_backward_fake)
+    torch.library.register_autograd("semnorm::normalize_modulate", _modulate_backward, setup_context=_modulate_setup)

@@ -1,0 +1,523 @@
+"""channel_moments / norm_stats / normalize_modulate: native kernels vs reference vs naive loops and PyTorch's norms."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as TF
+from hypothesis import given
+from hypothesis import strategies as st
+from optest import DTYPES, LAYOUTS, assert_close, make_x, needs_ext
+
+import semnorm
+from semnorm import functional as F
+from semnorm import reference
+
+IMPLS = ["native", "reference"] if semnorm.has_extension else ["reference"]
+# Plane sizes: a multiple of the kernels' 16 lanes, a ragged one, a single pixel.
+SHAPES = [(2, 3, 4, 8), (3, 2, 5, 7), (2, 3, 1, 1)]
+VARIANTS = ["plain", "blend", "noise", "blend_noise"]
+
+
+def opmath(dtype):
+    return reference.opmath_dtype(dtype)
+
+
+def make_noise(x, requires_grad=False):
+    n, c, h, w = x.shape
+    acc = opmath(x.dtype)
+    noise = torch.randn(n, h, w, dtype=acc).requires_grad_(requires_grad)
+    scale = (torch.rand(c, dtype=acc) + 0.5).requires_grad_(requires_grad)
+    return noise, scale
+
+
+def naive_moments(x, per_instance, noise=None, scale=None):
+    """Loop over channels (and instances) in float64 with torch.var: the oracle of the reference."""
+    n, c = x.shape[:2]
+    xe = x.double()
+    if noise is not None:
+        xe = xe + scale.double().view(1, -1, 1, 1) * noise.double()[:, None]
+    if per_instance:
+        mean = torch.zeros(n, c, dtype=torch.float64)
+        m2 = torch.zeros(n, c, dtype=torch.float64)
+        for i in range(n):
+            for j in range(c):
+                v = xe[i, j].flatten()
+                mean[i, j] = v.mean()
+                m2[i, j] = v.var(unbiased=False) * v.numel()
+    else:
+        mean = torch.zeros(c, dtype=torch.float64)
+        m2 = torch.zeros(c, dtype=torch.float64)
+        for j in range(c):
+            v = xe[:, j].flatten()
+            mean[j] = v.mean()
+            m2[j] = v.var(unbiased=False) * v.numel()
+    return mean, m2
+
+
+def modulate_inputs(x, variant, requires_grad=False):
+    """(mean, rstd, kwargs) for normalize_modulate in the given variant, all with x's dtypes."""
+    n, c = x.shape[:2]
+    acc = opmath(x.dtype)
+    mean = torch.randn(n, c, dtype=acc).requires_grad_(requires_grad)
+    rstd = (torch.rand(n, c, dtype=acc) + 0.5).requires_grad_(requires_grad)
+
+    def dense():
+        return torch.randn(x.shape, dtype=torch.float64).to(x.dtype).requires_grad_(requires_grad)
+
+    kw = {"gamma": dense(), "beta": dense()}
+    if "blend" in variant:
+        kw.update(gamma2=dense(), beta2=dense(), blend=torch.tensor([0.3, 0.8], dtype=acc).requires_grad_(requires_grad))
+    if "noise" in variant:
+        kw["noise"], kw["noise_scale"] = make_noise(x, requires_grad)
+    return mean, rstd, kw
+
+
+def clone_leaves(mean, rstd, kw):
+    def c(t):
+        return t.detach().clone().requires_grad_(t.requires_grad)
+
+    return c(mean), c(rstd), {k: c(v) for k, v in kw.items()}
+
+
+def call_modulate(x, mean, rstd, kw, impl, offset=1.0):
+    kw = dict(kw)
+    g, b = kw.pop("gamma"), kw.pop("beta")
+    return F.normalize_modulate(x, mean, rstd, g, b, offset=offset, impl=impl, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# reference vs naive loops
+
+
+@pytest.mark.parametrize("per_instance", [True, False])
+@pytest.mark.parametrize("noise", [False, True])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_reference_moments_match_naive_loop(per_instance, noise, shape):
+    x = torch.randn(shape, dtype=torch.float64) * 3 + 2
+    nz, sc = make_noise(x) if noise else (None, None)
+    mean, m2 = reference.channel_moments(x, per_instance, nz, sc)
+    exp_mean, exp_m2 = naive_moments(x, per_instance, nz, sc)
+    torch.testing.assert_close(mean, exp_mean)
+    torch.testing.assert_close(m2, exp_m2)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_reference_modulate_matches_naive_loop(variant):
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    mean, rstd, kw = modulate_inputs(x, variant)
+    y = call_modulate(x, mean, rstd, kw, "reference", offset=0.7)
+    exp = torch.empty_like(x)
+    for n in range(2):
+        for c in range(3):
+            xe = x[n, c] + (kw["noise_scale"][c] * kw["noise"][n] if "noise" in kw else 0)
+            g, b = kw["gamma"][n, c], kw["beta"][n, c]
+            if "blend" in kw:
+                a_g, a_b = kw["blend"]
+                g = a_g * g + (1 - a_g) * kw["gamma2"][n, c]
+                b = a_b * b + (1 - a_b) * kw["beta2"][n, c]
+            exp[n, c] = (xe - mean[n, c]) * rstd[n, c] * (0.7 + g) + b
+    torch.testing.assert_close(y, exp)
+
+
+# ---------------------------------------------------------------------------------------------
+# native vs reference
+
+
+@needs_ext
+class TestStatsNative:
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("layout", LAYOUTS)
+    @pytest.mark.parametrize("per_instance", [True, False])
+    @pytest.mark.parametrize("noise", [False, True])
+    def test_moments_forward_backward(self, dtype, layout, per_instance, noise):
+        x = make_x((2, 3, 5, 7), dtype, layout, requires_grad=True)
+        xr = x.detach().clone().requires_grad_()
+        nz, sc = make_noise(x, requires_grad=True) if noise else (None, None)
+        nzr, scr = (nz.detach().clone().requires_grad_(), sc.detach().clone().requires_grad_()) if noise else (None, None)
+        mean, m2 = F.channel_moments(x, per_instance, nz, sc, impl="native")
+        mr, m2r = F.channel_moments(xr, per_instance, nzr, scr, impl="reference")
+        acc = opmath(dtype)
+        assert mean.dtype == m2.dtype == acc
+        assert_close(mean, mr, acc)
+        assert_close(m2, m2r, acc, scale=4)
+        gm, gm2 = torch.randn_like(mean), torch.randn_like(m2)
+        torch.autograd.backward((mean, m2), (gm, gm2))
+        torch.autograd.backward((mr, m2r), (gm, gm2))
+        assert x.grad.dtype == dtype
+        assert_close(x.grad, xr.grad, dtype, scale=2)
+        if noise:
+            assert_close(sc.grad, scr.grad, acc, scale=10)
+            assert_close(nz.grad, nzr.grad, acc, scale=4)
+
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("layout", LAYOUTS)
+    @pytest.mark.parametrize("variant", VARIANTS)
+    def test_modulate_forward_backward(self, dtype, layout, variant):
+        x = make_x((2, 3, 5, 7), dtype, layout, requires_grad=True)
+        xr = x.detach().clone().requires_grad_()
+        mean, rstd, kw = modulate_inputs(x, variant, requires_grad=True)
+        mean_r, rstd_r, kw_r = clone_leaves(mean, rstd, kw)
+        if layout == "channels_last":  # modulation maps in the same layout as x
+            kw["gamma"] = kw["gamma"].detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+            kw_r["gamma"] = kw["gamma"].detach().clone().requires_grad_()
+        y = call_modulate(x, mean, rstd, kw, "native")
+        yr = call_modulate(xr, mean_r, rstd_r, kw_r, "reference")
+        assert y.dtype == dtype and y.is_contiguous()
+        assert_close(y, yr, dtype)
+        gy = torch.randn_like(y)
+        y.backward(gy)
+        yr.backward(gy)
+        assert_close(x.grad, xr.grad, dtype)
+        assert_close(mean.grad, mean_r.grad, opmath(dtype), scale=10)
+        assert_close(rstd.grad, rstd_r.grad, opmath(dtype), scale=10)
+        for k in kw:
+            assert_close(kw[k].grad, kw_r[k].grad, kw[k].dtype, scale=10, msg=k)
+
+    @pytest.mark.parametrize("shape", SHAPES)
+    @pytest.mark.parametrize("norm", ["batch", "instance"])
+    def test_norm_chain_shapes(self, shape, norm):
+        if norm == "instance" and shape[2] * shape[3] == 1:
+            pytest.skip("instance norm needs more than one pixel")
+        x = torch.randn(shape, requires_grad=True)
+        xr = x.detach().clone().requires_grad_()
+        gamma, beta = torch.randn(shape), torch.randn(shape)
+        outs = []
+        for t, impl in ((x, "native"), (xr, "reference")):
+            mean, rstd = F.norm_stats(t, norm, impl=impl)
+            y = F.normalize_modulate(t, mean, rstd, gamma, beta, impl=impl)
+            y.backward(torch.ones_like(y) + torch.arange(y.numel()).view(y.shape) % 3)
+            outs.append(y)
+        assert_close(outs[0], outs[1])
+        assert_close(x.grad, xr.grad, scale=2)
+
+    def test_gradcheck_float64(self):
+        x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+        noise, scale = make_noise(x, requires_grad=True)
+        for pi in (True, False):
+            assert torch.autograd.gradcheck(
+                lambda x, noise, scale: F.channel_moments(x, pi, noise, scale, impl="native"), (x, noise, scale)
+            )
+        mean, rstd, kw = modulate_inputs(x, "blend_noise", requires_grad=True)
+        keys = list(kw)
+
+        def f(x, mean, rstd, *vals):
+            return call_modulate(x, mean, rstd, dict(zip(keys, vals)), "native", offset=0.5)
+
+        assert torch.autograd.gradcheck(f, (x, mean, rstd, *kw.values()))
+
+        def chain(x, noise, scale):
+            mean, rstd = F.norm_stats(x, "batch", noise=noise, noise_scale=scale, impl="native")
+            return F.normalize_modulate(x, mean, rstd, kw["gamma"], kw["beta"], noise=noise, noise_scale=scale, impl="native")
+
+        assert torch.autograd.gradcheck(chain, (x, noise, scale))
+
+    def test_reference_gradcheck_float64(self):
+        x = torch.randn(2, 3, 3, 4, dtype=torch.float64, requires_grad=True)
+        noise, scale = make_noise(x, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda *t: reference.channel_moments(t[0], False, t[1], t[2]), (x, noise, scale))
+        mean, rstd, kw = modulate_inputs(x, "blend_noise", requires_grad=True)
+        keys = list(kw)
+
+        def f(x, mean, rstd, *vals):
+            return call_modulate(x, mean, rstd, dict(zip(keys, vals)), "reference", offset=0.5)
+
+        assert torch.autograd.gradcheck(f, (x, mean, rstd, *kw.values()))
+
+    @pytest.mark.parametrize("per_instance", [True, False])
+    @pytest.mark.parametrize("noise", [False, True])
+    def test_opcheck_moments(self, per_instance, noise):
+        x = torch.randn(2, 3, 4, 5, requires_grad=True)
+        nz, sc = make_noise(x, requires_grad=True) if noise else (None, None)
+        torch.library.opcheck(torch.ops.semnorm.channel_moments.default, (x, per_instance, nz, sc))
+        with torch.no_grad():
+            mean, _ = torch.ops.semnorm.channel_moments(x, per_instance, nz, sc)
+        g = torch.randn_like(mean)
+        torch.library.opcheck(
+            torch.ops.semnorm.channel_moments_backward.default,
+            (g, g.clone(), x.detach(), mean, per_instance, None if nz is None else nz.detach(), None if sc is None else sc.detach()),
+        )
+
+    @pytest.mark.parametrize("variant", VARIANTS)
+    def test_opcheck_modulate(self, variant):
+        x = torch.randn(2, 3, 4, 5, requires_grad=True)
+        mean, rstd, kw = modulate_inputs(x, variant, requires_grad=True)
+        args = (x, mean, rstd, kw["gamma"], kw["beta"], kw.get("gamma2"), kw.get("beta2"), kw.get("blend"),
+                kw.get("noise"), kw.get("noise_scale"), 0.5)
+        torch.library.opcheck(torch.ops.semnorm.normalize_modulate.default, args)
+        detached = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+        torch.library.opcheck(torch.ops.semnorm.normalize_modulate_backward.default, (torch.randn_like(x), *detached))
+
+    def test_backward_empty_grads_for_absent_inputs(self):
+        x = torch.randn(2, 3, 4, 5)
+        mean, rstd, kw = modulate_inputs(x, "plain")
+        grads = torch.ops.semnorm.normalize_modulate_backward(torch.randn_like(x), x, mean, rstd, kw["gamma"], kw["beta"],
+                                                              None, None, None, None, None, 1.0)
+        assert [g.numel() == 0 for g in grads] == [False] * 5 + [True] * 4
+        _, gs = torch.ops.semnorm.channel_moments_backward(mean[0], mean[0], x, mean[0], False)
+        assert gs.numel() == 0
+
+    @pytest.mark.parametrize("norm", ["syncbatch", "instance"])
+    def test_compile_fullgraph(self, norm):
+        buffers = {}
+        if norm != "instance":  # running-stat updates in place inside the compiled graph
+            buffers = {"compiled": (torch.zeros(3), torch.ones(3)), "eager": (torch.zeros(3), torch.ones(3))}
+
+        def f(x, gamma, beta, noise, scale, which):
+            rm, rv = buffers.get(which, (None, None))
+            mean, rstd = F.norm_stats(x, norm, running_mean=rm, running_var=rv, noise=noise, noise_scale=scale)
+            return F.normalize_modulate(x, mean, rstd, gamma, beta, noise=noise, noise_scale=scale)
+
+        x = torch.randn(2, 3, 6, 6, requires_grad=True)
+        gamma, beta = torch.randn(2, 3, 6, 6, requires_grad=True), torch.randn(2, 3, 6, 6, requires_grad=True)
+        noise, scale = make_noise(x, requires_grad=True)
+        args = (x, gamma, beta, noise, scale)
+        out = torch.compile(f, fullgraph=True)(*args, "compiled")
+        ref = f(*args, "eager")
+        assert_close(out, ref)
+        for a, b in zip(buffers.get("compiled", ()), buffers.get("eager", ())):
+            assert_close(a, b)
+        g1 = torch.autograd.grad(out.square().sum(), args)
+        g2 = torch.autograd.grad(ref.square().sum(), args)
+        for a, b in zip(g1, g2):
+            assert_close(a, b, scale=4)
+
+    @given(
+        n=st.integers(1, 3), c=st.integers(1, 4), h=st.integers(1, 9), w=st.integers(1, 9),
+        variant=st.sampled_from(VARIANTS), offset=st.floats(-2, 2), seed=st.integers(0, 2**16),
+    )
+    def test_fuzz_shapes(self, n, c, h, w, variant, offset, seed):
+        torch.manual_seed(seed)
+        x = torch.randn(n, c, h, w) * 2 + 1
+        for pi in (True, False):
+            a = F.channel_moments(x, pi, impl="native")
+            b = F.channel_moments(x, pi, impl="reference")
+            assert_close(a[0], b[0])
+            assert_close(a[1], b[1], scale=4)
+        mean, rstd, kw = modulate_inputs(x, variant)
+        assert_close(call_modulate(x, mean, rstd, kw, "native", offset), call_modulate(x, mean, rstd, kw, "reference", offset))
+
+
+# ---------------------------------------------------------------------------------------------
+# norm_stats against PyTorch's norms
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("norm", ["batch", "instance", "syncbatch"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_torch_norms(impl, norm, dtype):
+    x = (torch.randn(3, 4, 5, 6, dtype=dtype) * 2 + 1).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    zeros = torch.zeros(x.shape, dtype=dtype)
+    mean, rstd = F.norm_stats(x, norm, impl=impl)
+    assert mean.shape == rstd.shape == (3, 4) and mean.is_contiguous() and rstd.is_contiguous()
+    y = F.normalize_modulate(x, mean, rstd, zeros, zeros, impl=impl)
+    exp = TF.instance_norm(xr) if norm == "instance" else TF.batch_norm(xr, None, None, training=True)
+    assert_close(y, exp, scale=2)
+    gy = torch.randn_like(y)
+    y.backward(gy)
+    exp.backward(gy)
+    assert_close(x.grad, xr.grad, scale=4)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_running_stats_and_eval_match_batchnorm2d(impl):
+    bn = torch.nn.BatchNorm2d(4, affine=False)
+    running_mean, running_var = torch.zeros(4), torch.ones(4)
+    for step in range(3):
+        x = torch.randn(2, 4, 3, 5) * (step + 1) + step
+        bn(x)
+        F.norm_stats(x, running_mean=running_mean, running_var=running_var, impl=impl)
+    torch.testing.assert_close(running_mean, bn.running_mean)
+    torch.testing.assert_close(running_var, bn.running_var)
+    bn.eval()
+    x = (torch.randn(2, 4, 3, 5) + 1).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    mean, rstd = F.norm_stats(x, running_mean=running_mean, running_var=running_var, training=False, impl=impl)
+    y = F.normalize_modulate(x, mean, rstd, torch.zeros_like(x), torch.zeros_like(x), impl=impl)
+    exp = bn(xr)
+    assert_close(y, exp)
+    y.sum().backward()
+    exp.sum().backward()
+    assert_close(x.grad, xr.grad)
+    torch.testing.assert_close(running_mean, bn.running_mean)  # eval leaves the buffers alone
+    assert not mean.requires_grad and not rstd.requires_grad
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_batch_size_one_raises_like_pytorch(impl):
+    x = torch.randn(1, 3, 1, 1)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        TF.batch_norm(x, None, None, training=True)
+    for norm in ("batch", "syncbatch"):
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel when training, got input size"):
+            F.norm_stats(x, norm, impl=impl)
+    with pytest.raises(ValueError, match="more than 1 spatial element"):
+        F.norm_stats(x, "instance", impl=impl)
+    F.norm_stats(x, training=False, running_mean=torch.zeros(3), running_var=torch.ones(3), impl=impl)  # eval is fine
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_statistics_in_float32(impl, dtype):
+    x = (torch.randn(4, 3, 16, 16) * 3 + 20).to(dtype)
+    for pi in (True, False):
+        mean, m2 = F.channel_moments(x, pi, impl=impl)
+        exp_mean, exp_m2 = naive_moments(x, pi)
+        assert mean.dtype == torch.float32
+        torch.testing.assert_close(mean.double(), exp_mean, rtol=1e-6, atol=1e-5)
+        torch.testing.assert_close(m2.double(), exp_m2, rtol=1e-5, atol=1e-4)
+    mean, rstd = F.norm_stats(x, impl=impl)
+    y = F.normalize_modulate(x, mean, rstd, torch.zeros_like(x), torch.zeros_like(x), impl=impl)
+    exp = TF.batch_norm(x.double(), None, None, training=True)
+    torch.testing.assert_close(y.double(), exp, rtol=0, atol=3e-2 if dtype == torch.bfloat16 else 4e-3)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("per_instance", [True, False])
+def test_large_mean_no_cancellation(impl, per_instance):
+    x = 1000 + torch.randn(4, 3, 32, 32)
+    mean, m2 = F.channel_moments(x, per_instance, impl=impl)
+    exp_mean, exp_m2 = naive_moments(x, per_instance)
+    torch.testing.assert_close(m2.double(), exp_m2, rtol=1e-5, atol=0)
+    torch.testing.assert_close(mean.double(), exp_mean, rtol=3e-7, atol=0)  # 2 float32 ulps at 1000
+    # the one-pass E[x^2] - E[x]^2 in float32 is off by percents here
+    dims = (2, 3) if per_instance else (0, 2, 3)
+    count = x[0, 0].numel() * (1 if per_instance else x.shape[0])
+    naive = (x.square().mean(dims) - x.mean(dims).square()) * count
+    assert ((naive.double() - exp_m2).abs() / exp_m2).max() > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# synchronized batch norm on two gloo processes
+
+
+def _sync_worker(rank, world, init_file, out_dir, impls):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        g = torch.Generator().manual_seed(0)
+        x_full = torch.randn(5, 3, 4, 6, generator=g, dtype=torch.float64) * 2 + 3
+        gamma = torch.randn(5, 3, 4, 6, generator=g, dtype=torch.float64)
+        weight = torch.randn(5, 3, 4, 6, generator=g, dtype=torch.float64)
+        rows = slice(0, 2) if rank == 0 else slice(2, 5)  # unequal batch sizes 2 and 3
+        out = {}
+        for impl in impls:
+            x = x_full[rows].clone().requires_grad_()
+            rm, rv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+            mean, rstd = F.norm_stats(x, "syncbatch", running_mean=rm, running_var=rv, impl=impl)
+            y = F.normalize_modulate(x, mean, rstd, gamma[rows], torch.zeros_like(x), impl=impl)
+            (y * weight[rows]).sum().backward()
+            out[impl] = {"mean": mean[0], "rstd": rstd[0], "y": y.detach(), "grad": x.grad, "rm": rm, "rv": rv}
+        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_syncbatch_two_processes_gloo(tmp_path):
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    mp.spawn(_sync_worker, args=(2, str(tmp_path / "init"), str(tmp_path), IMPLS), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+
+    g = torch.Generator().manual_seed(0)
+    x_full = torch.randn(5, 3, 4, 6, generator=g, dtype=torch.float64) * 2 + 3
+    gamma = torch.randn(5, 3, 4, 6, generator=g, dtype=torch.float64)
+    weight = torch.randn(5, 3, 4, 6, generator=g, dtype=torch.float64)
+    for impl in IMPLS:
+        x = x_full.clone().requires_grad_()
+        rm, rv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+        mean, rstd = F.norm_stats(x, "batch", running_mean=rm, running_var=rv, impl=impl)
+        y = F.normalize_modulate(x, mean, rstd, gamma, torch.zeros_like(x), impl=impl)
+        (y * weight).sum().backward()
+        r0, r1 = results[0][impl], results[1][impl]
+        for r in (r0, r1):
+            torch.testing.assert_close(r["mean"], mean[0])
+            torch.testing.assert_close(r["rstd"], rstd[0])
+            torch.testing.assert_close(r["rm"], rm)
+            torch.testing.assert_close(r["rv"], rv)
+        torch.testing.assert_close(torch.cat([r0["y"], r1["y"]]), y.detach())
+        torch.testing.assert_close(torch.cat([r0["grad"], r1["grad"]]), x.grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+
+
+class TestStatsErrors:
+    @pytest.mark.parametrize("impl", ["native", "reference"])
+    def test_bad_input(self, impl):
+        if impl == "native":
+            pytest.importorskip("semnorm._C", reason="extension not built")
+        x = torch.randn(2, 3, 4, 4)
+        mean, rstd = torch.zeros(2, 3), torch.ones(2, 3)
+        g = torch.zeros_like(x)
+        noise, scale = make_noise(x)
+        with pytest.raises(ValueError, match="x must have 4 dimensions"):
+            F.channel_moments(x[0], True, impl=impl)
+        with pytest.raises(TypeError, match="x must be a floating point"):
+            F.norm_stats(x.long(), impl=impl)
+        with pytest.raises(ValueError, match="x must not be empty"):
+            F.norm_stats(x[:0], impl=impl)
+        with pytest.raises(ValueError, match="norm must be one of"):
+            F.norm_stats(x, "group", impl=impl)
+        with pytest.raises(ValueError, match="noise and noise_scale must be given together"):
+            F.channel_moments(x, True, noise, impl=impl)
+        with pytest.raises(ValueError, match=r"noise must have shape \(2, 4, 4\)"):
+            F.norm_stats(x, noise=noise[:, :2], noise_scale=scale, impl=impl)
+        with pytest.raises(TypeError, match="noise_scale must have dtype torch.float32"):
+            F.norm_stats(x, noise=noise, noise_scale=scale.double(), impl=impl)
+        with pytest.raises(ValueError, match=r"running_var must have shape \(3,\)"):
+            F.norm_stats(x, running_mean=torch.zeros(3), running_var=torch.ones(4), impl=impl)
+        with pytest.raises(ValueError, match="running_mean and running_var must be given together"):
+            F.norm_stats(x, running_mean=torch.zeros(3), impl=impl)
+        with pytest.raises(ValueError, match="not supported with norm='instance'"):
+            F.norm_stats(x, "instance", running_mean=torch.zeros(3), running_var=torch.ones(3), impl=impl)
+        with pytest.raises(ValueError, match=r"mean must have shape \(2, 3\)"):
+            F.normalize_modulate(x, mean[0], rstd, g, g, impl=impl)
+        with pytest.raises(TypeError, match="rstd must have dtype torch.float32"):
+            F.normalize_modulate(x, mean, rstd.double(), g, g, impl=impl)
+        with pytest.raises(ValueError, match=r"gamma must have shape \(2, 3, 4, 4\)"):
+            F.normalize_modulate(x, mean, rstd, g[:, :1], g, impl=impl)
+        with pytest.raises(TypeError, match="beta must have x's dtype"):
+            F.normalize_modulate(x, mean, rstd, g, g.double(), impl=impl)
+        with pytest.raises(ValueError, match="gamma2 and beta2 and blend must be given together"):
+            F.normalize_modulate(x, mean, rstd, g, g, gamma2=g, impl=impl)
+        with pytest.raises(ValueError, match=r"blend must have shape \(2,\)"):
+            F.normalize_modulate(x, mean, rstd, g, g, gamma2=g, beta2=g, blend=torch.ones(3), impl=impl)
+
+    @needs_ext
+    def test_kernel_checks_itself(self):
+        # Bypass the Python layer: the C++ kernels validate their arguments on their own.
+        x = torch.randn(2, 3, 4, 4)
+        mean, rstd = torch.zeros(2, 3), torch.ones(2, 3)
+        g = torch.zeros_like(x)
+        noise, scale = make_noise(x)
+        ops = torch.ops.semnorm
+        with pytest.raises(RuntimeError, match="semnorm.channel_moments: x must have 4 dimensions"):
+            ops.channel_moments(x[0], True)
+        with pytest.raises(RuntimeError, match="semnorm.channel_moments: noise and noise_scale must be given together"):
+            ops.channel_moments(x, True, noise)
+        with pytest.raises(RuntimeError, match="semnorm.channel_moments: noise_scale must have shape"):
+            ops.channel_moments(x, True, noise, scale[:2])
+        with pytest.raises(RuntimeError, match="semnorm.channel_moments_backward: grad_mean must have shape"):
+            ops.channel_moments_backward(mean, mean[0], x, mean[0], False)
+        with pytest.raises(RuntimeError, match="semnorm.normalize_modulate: rstd must have dtype"):
+            ops.normalize_modulate(x, mean, rstd.double(), g, g)
+        with pytest.raises(RuntimeError, match="semnorm.normalize_modulate: gamma must have shape"):
+            ops.normalize_modulate(x, mean, rstd, g[:1], g)
+        with pytest.raises(RuntimeError, match="semnorm.normalize_modulate: beta must have dtype"):
+            ops.normalize_modulate(x, mean, rstd, g, g.half())
+        with pytest.raises(RuntimeError, match="gamma2, beta2 and blend must be given together"):
+            ops.normalize_modulate(x, mean, rstd, g, g, g, None, torch.ones(2))
+        with pytest.raises(RuntimeError, match="semnorm.normalize_modulate: blend must have shape"):
+            ops.normalize_modulate(x, mean, rstd, g, g, g, g, torch.ones(3))
+        with pytest.raises(RuntimeError, match="semnorm.normalize_modulate_backward: grad_y must have shape"):
+            ops.normalize_modulate_backward(g[:1], x, mean, rstd, g, g, None, None, None, None, None, 1.0)
