@@ -130,6 +130,19 @@ class TestClassModulateNative:
         assert (a[4].grad[~present] == 0).all() and (a[5].grad[~present] == 0).all()
         assert (a[5].grad[present] != 0).any()
 
+    def test_noncontiguous_grad_and_expanded_stats(self):
+        # batch statistics expanded over N (stride 0) and a channels_last upstream gradient
+        x, mean, rstd, labels, weight, bias, sg, sb = make_inputs(3, 4, 6, 5, 6, 5, 4, scales=True, requires_grad=False)
+        mean_b, rstd_b = mean[:1].expand(3, 4), rstd[:1].expand(3, 4)
+        g = torch.randn(3, 4, 6, 5).contiguous(memory_format=torch.channels_last)
+        out = torch.ops.semnorm.class_modulate_backward(g, x, mean_b, rstd_b, labels, weight, bias, sg, sb, 1.0)
+        exp = torch.ops.semnorm.class_modulate_backward(g.contiguous(), x, mean_b.contiguous(), rstd_b.contiguous(),
+                                                        labels, weight, bias, sg, sb, 1.0)
+        for a, e in zip(out, exp):
+            torch.testing.assert_close(a, e)
+        y = torch.ops.semnorm.class_modulate(x, mean_b, rstd_b, labels, weight, bias, sg, sb, 1.0)
+        assert_close(y, reference.class_modulate(x, mean_b, rstd_b, labels, weight, bias, sg, sb, 1.0))
+
     def test_backward_without_scales_returns_empty(self):
         x, mean, rstd, labels, weight, bias, _, _ = make_inputs(2, 3, 4, 4, 4, 4, 3, requires_grad=False)
         grads = torch.ops.semnorm.class_modulate_backward(torch.randn_like(x), x, mean, rstd, labels, weight, bias,
@@ -151,6 +164,12 @@ class TestClassModulateNative:
             fn = lambda *t: F.class_modulate(t[0], t[1], t[2], labels, t[3], t[4], offset=offset, impl="native")  # noqa: E731
             inputs = (x, mean, rstd, weight, bias)
         assert torch.autograd.gradcheck(fn, inputs)
+
+    def test_reference_gradcheck_float64(self):
+        x, mean, rstd, labels, weight, bias, sg, sb = make_inputs(2, 3, 4, 5, 9, 11, 4, torch.float64, scales=True)
+        assert torch.autograd.gradcheck(
+            lambda *t: reference.class_modulate(t[0], t[1], t[2], labels, t[3], t[4], t[5], t[6], offset=1.0),
+            (x, mean, rstd, weight, bias, sg, sb))
 
     def test_gradcheck_one_scale(self):
         x, mean, rstd, labels, weight, bias, sg, sb = make_inputs(1, 2, 3, 4, 3, 4, 3, torch.float64, scales=True)
