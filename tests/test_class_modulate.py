@@ -117,6 +117,20 @@ class TestClassModulateNative:
         ins = make_inputs(3, 4, h, w, hl, wl, 7, scales=scales, case=case)
         compare_native_reference(ins, 0.0, torch.float32)
 
+    @pytest.mark.parametrize("dtype", DTYPES)
+    @pytest.mark.parametrize("which", ["none", "gamma", "beta"])
+    def test_long_runs(self, dtype, which):
+        # Runs of equal labels longer than the kernels' vector width, plus short ones, in one plane.
+        x, mean, rstd, labels, weight, bias, sg, sb = make_inputs(2, 3, 16, 21, 16, 21, 5, dtype, scales=True)
+        labels = torch.zeros(2, 16, 21, dtype=torch.int64)
+        labels[:, :, 10:] = 3
+        labels[:, 5, :] = torch.arange(21) % 5  # a fragmented row
+        labels[1, 9:] = 4
+        sg = sg if which == "gamma" else None
+        sb = sb if which == "beta" else None
+        compare_native_reference((x, mean, rstd, labels, weight, bias, sg, sb), 1.0, dtype,
+                                 grad_scale=1.0 if dtype in (torch.float32, torch.float64) else 20.0)
+
     @pytest.mark.parametrize("label_dtype", LABEL_DTYPES)
     def test_label_dtypes(self, label_dtype):
         ins = make_inputs(2, 3, 6, 10, 17, 23, 5, scales=True, label_dtype=label_dtype)

@@ -17,6 +17,7 @@ namespace semnorm {
 namespace {
 
 constexpr int64_t kPixelBlock = 2048;
+constexpr int kLanes = 8;  // independent partial sums per reduction (one AVX register of floats)
 
 // Forward: one (n, c) plane per step. The columns weight[:, c], bias[:, c] are copied into
 // contiguous tables so the pixel loop is a contiguous read of x plus an L1 table lookup.
@@ -51,11 +52,19 @@ void forward_impl(const scalar_t* x, const acc_t<scalar_t>* mean, const acc_t<sc
         // rstd * gamma_eff depends on the label only: fold it into a per-plane table (L entries).
         // Kept as (x - m) * A rather than x * A - m * A so large means do not cancel.
         for (int64_t l = 0; l < L; ++l) gain[l] = r * (off + w[l]);
-        const acc* a = gain.data();
-        for (int64_t p = 0; p < HW; ++p) {
+        // Label maps come in runs (regions), so walk run by run: within a run the gain and shift are
+        // constants and the loop vectorizes; a random map degrades to runs of one pixel.
+        for (int64_t p = 0; p < HW;) {
           const int32_t l = lp[p];
-          const acc beta = HAS_SB ? b[l] * sbp[p] : b[l];
-          yp[p] = static_cast<scalar_t>((static_cast<acc>(xp[p]) - m) * a[l] + beta);
+          int64_t q = p + 1;
+          while (q < HW && lp[q] == l) ++q;
+          const acc A = gain[l], B = b[l];
+          if (HAS_SB) {
+            for (int64_t i = p; i < q; ++i) yp[i] = static_cast<scalar_t>((static_cast<acc>(xp[i]) - m) * A + B * sbp[i]);
+          } else {
+            for (int64_t i = p; i < q; ++i) yp[i] = static_cast<scalar_t>((static_cast<acc>(xp[i]) - m) * A + B);
+          }
+          p = q;
         }
       } else {
         for (int64_t p = 0; p < HW; ++p) {
@@ -98,17 +107,71 @@ void backward_channels_impl(const scalar_t* dy, const scalar_t* x, const acc_t<s
         const acc* sgp = HAS_SG ? sg + n * HW : nullptr;
         const acc* sbp = HAS_SB ? sb + n * HW : nullptr;
         acc sum_dyg = 0, sum_dygxm = 0;
-        for (int64_t p = 0; p < HW; ++p) {
-          const int32_t l = lp[p];
-          const acc d = static_cast<acc>(dyp[p]);
-          const acc xm = static_cast<acc>(xp[p]) - m;
-          const acc s = HAS_SG ? sgp[p] : acc(1);
-          const acc dg = d * (off + w[l] * s);  // dy * gamma_eff
-          dxp[p] = static_cast<scalar_t>(dg * r);
-          sum_dyg += dg;
-          sum_dygxm += dg * xm;
-          gwp[l] += d * xm * r * s;  // dy * xhat * sg
-          gbp[l] += HAS_SB ? d * sbp[p] : d;
+        if (!HAS_SG) {
+          // gamma_eff is constant within a run of equal labels: per run, two sums (dy and dy * xm)
+          // give every reduction, accumulated in kLanes independent partial sums so the loop
+          // vectorizes; random maps degrade to runs of one pixel.
+          for (int64_t p = 0; p < HW;) {
+            const int32_t l = lp[p];
+            int64_t q = p + 1;
+            while (q < HW && lp[q] == l) ++q;
+            const acc g = off + w[l], gr = g * r;
+            if (q - p < kLanes) {  // short run (fragmented map): plain per-pixel accumulation
+              for (int64_t i = p; i < q; ++i) {
+                const acc d = static_cast<acc>(dyp[i]);
+                const acc dxm = d * (static_cast<acc>(xp[i]) - m);
+                dxp[i] = static_cast<scalar_t>(d * gr);
+                sum_dyg += g * d;
+                sum_dygxm += g * dxm;
+                gwp[l] += dxm * r;
+                gbp[l] += HAS_SB ? d * sbp[i] : d;
+              }
+              p = q;
+              continue;
+            }
+            acc sd[kLanes] = {}, sdx[kLanes] = {}, sdb[kLanes] = {};
+            int64_t i = p;
+            for (; i + kLanes <= q; i += kLanes) {
+              for (int j = 0; j < kLanes; ++j) {
+                const acc d = static_cast<acc>(dyp[i + j]);
+                dxp[i + j] = static_cast<scalar_t>(d * gr);
+                sd[j] += d;
+                sdx[j] += d * (static_cast<acc>(xp[i + j]) - m);
+                if (HAS_SB) sdb[j] += d * sbp[i + j];
+              }
+            }
+            for (; i < q; ++i) {
+              const acc d = static_cast<acc>(dyp[i]);
+              dxp[i] = static_cast<scalar_t>(d * gr);
+              sd[0] += d;
+              sdx[0] += d * (static_cast<acc>(xp[i]) - m);
+              if (HAS_SB) sdb[0] += d * sbp[i];
+            }
+            acc run_d = 0, run_dx = 0, run_db = 0;
+            for (int j = 0; j < kLanes; ++j) {
+              run_d += sd[j];
+              run_dx += sdx[j];
+              run_db += sdb[j];
+            }
+            sum_dyg += g * run_d;
+            sum_dygxm += g * run_dx;
+            gwp[l] += run_dx * r;
+            gbp[l] += HAS_SB ? run_db : run_d;
+            p = q;
+          }
+        } else {
+          for (int64_t p = 0; p < HW; ++p) {
+            const int32_t l = lp[p];
+            const acc d = static_cast<acc>(dyp[p]);
+            const acc xm = static_cast<acc>(xp[p]) - m;
+            const acc s = sgp[p];
+            const acc dg = d * (off + w[l] * s);  // dy * gamma_eff
+            dxp[p] = static_cast<scalar_t>(dg * r);
+            sum_dyg += dg;
+            sum_dygxm += dg * xm;
+            gwp[l] += d * xm * r * s;  // dy * xhat * sg
+            gbp[l] += HAS_SB ? d * sbp[p] : d;
+          }
         }
         dmean[nc] = -sum_dyg * r;
         drstd[nc] = sum_dygxm;
