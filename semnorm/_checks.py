@@ -86,3 +86,38 @@ def together(op: str, **tensors: torch.Tensor | None) -> None:
     given = [name for name, t in tensors.items() if t is not None]
     if given and len(given) != len(tensors):
         fail(op, f"{' and '.join(tensors)} must be given together, got only {', '.join(given)}")
+def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def opmath_tensor(t: torch.Tensor, x: torch.Tensor, expected: tuple[int, ...], op: str, name: str) -> None:
+    """A float tensor of shape ``expected`` in x's opmath dtype on x's device (statistics, tables, maps)."""
+    if not isinstance(t, torch.Tensor):
+        fail(op, f"{name} must be a tensor, got {type(t).__name__}", TypeError)
+    if t.device != x.device:
+        fail(op, f"x is on {x.device} but {name} is on {t.device}")
+    shape(t, expected, op, name)
+    want = opmath_dtype(x.dtype)
+    if t.dtype != want:
+        fail(op, f"{name} must have dtype {want} (the opmath dtype of x's {x.dtype}), got {t.dtype}", TypeError)
+
+
+def stats(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, op: str) -> None:
+    """mean / rstd: (N, C) in x's opmath dtype on x's device."""
+    opmath_tensor(mean, x, tuple(x.shape[:2]), op, "mean")
+    opmath_tensor(rstd, x, tuple(x.shape[:2]), op, "rstd")
+
+
+def class_table(t: torch.Tensor, x: torch.Tensor, op: str, name: str) -> None:
+    """A per-class parameter table (L, C) with C = x.size(1), L >= 1, in x's opmath dtype."""
+    if not isinstance(t, torch.Tensor):
+        fail(op, f"{name} must be a tensor, got {type(t).__name__}", TypeError)
+    if t.dim() != 2 or t.shape[0] == 0 or t.shape[1] != x.shape[1]:
+        fail(op, f"{name} must have shape (L, {x.shape[1]}) with L >= 1 (C = x.size(1)), got {tuple(t.shape)}")
+    opmath_tensor(t, x, tuple(t.shape), op, name)
+
+
+def pixel_map(t: torch.Tensor | None, x: torch.Tensor, op: str, name: str) -> None:
+    """Optional per-pixel (N, H, W) map in x's opmath dtype."""
+    if t is not None:
+        opmath_tensor(t, x, (x.shape[0], x.shape[2], x.shape[3]), op, name)

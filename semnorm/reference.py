@@ -109,3 +109,32 @@ def normalize_modulate(
         b = blend[1] * b + (1 - blend[1]) * beta2.to(acc)
     y = (xe - mean[:, :, None, None]) * rstd[:, :, None, None] * (offset + g) + b
     return y.to(x.dtype)
+# class modulate (CLADE guided sampling + normalize + modulate)
+
+
+def class_modulate(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    labels: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    scale_gamma: torch.Tensor | None = None,
+    scale_beta: torch.Tensor | None = None,
+    offset: float = 0.0,
+) -> torch.Tensor:
+    """``y = (x - mean) * rstd * (offset + weight[l] * sg) + bias[l] * sb``, l = label at (h, w).
+
+    Guided sampling is a gather of the banks' rows by label (``F.embedding``), never a one-hot.
+    """
+    n, c, h, w = x.shape
+    acc = opmath_dtype(x.dtype)
+    lab = sample_labels(labels, h, w)  # (N, H, W) int64
+    gamma = torch.nn.functional.embedding(lab, weight.to(acc)).permute(0, 3, 1, 2)  # (N, C, H, W) view
+    beta = torch.nn.functional.embedding(lab, bias.to(acc)).permute(0, 3, 1, 2)
+    if scale_gamma is not None:
+        gamma = gamma * scale_gamma.to(acc).unsqueeze(1)
+    if scale_beta is not None:
+        beta = beta * scale_beta.to(acc).unsqueeze(1)
+    xhat = (x.to(acc) - mean.to(acc).view(n, c, 1, 1)) * rstd.to(acc).view(n, c, 1, 1)
+    return (xhat * (offset + gamma) + beta).to(x.dtype).contiguous()
