@@ -138,3 +138,27 @@ def class_modulate(
         beta = beta * scale_beta.to(acc).unsqueeze(1)
     xhat = (x.to(acc) - mean.to(acc).view(n, c, 1, 1)) * rstd.to(acc).view(n, c, 1, 1)
     return (xhat * (offset + gamma) + beta).to(x.dtype).contiguous()
+# label conv (label_tap_gather)
+
+
+def label_tap_gather(table: torch.Tensor, labels: torch.Tensor, kernel_size: int, height: int, width: int) -> torch.Tensor:
+    """``out[n, o, h, w] = sum_taps table[t, o, tap, label(h + dy, w + dx)]``, zero outside the image.
+
+    The sampled label map is padded with an extra "outside" class ``L`` whose table column is zero, so
+    zero padding is one more gather; one gather per tap (k*k of them), none per class or pixel.
+    """
+    t_count, c, kk, num_classes = table.shape
+    n = labels.shape[0]
+    r = kernel_size // 2
+    acc = opmath_dtype(table.dtype)
+    lab = sample_labels(labels, height, width)
+    lab = torch.nn.functional.pad(lab, (r, r, r, r), value=num_classes)  # (N, H + 2r, W + 2r)
+    tab = torch.cat([table.to(acc), table.new_zeros(t_count, c, kk, 1, dtype=acc)], dim=3)  # (T, C, kk, L + 1)
+    tab = tab.expand(n, c, kk, num_classes + 1)
+    out = None
+    for ty in range(kernel_size):
+        for tx in range(kernel_size):
+            idx = lab[:, ty : ty + height, tx : tx + width].reshape(n, 1, height * width).expand(n, c, height * width)
+            term = tab[:, :, ty * kernel_size + tx].gather(2, idx)
+            out = term if out is None else out + term
+    return out.reshape(n, c, height, width).to(table.dtype)

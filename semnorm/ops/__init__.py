@@ -8,3 +8,4 @@ functional API runs the pure-PyTorch reference.
 from . import region  # noqa: F401
 from . import stats  # noqa: F401
 from . import class_modulate  # noqa: F401
+from . import label_conv  # noqa: F401
