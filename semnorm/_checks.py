@@ -58,3 +58,20 @@ def labels(labels: torch.Tensor, batch: int, op: str, num_classes: int | None = 
             if lo < 0 or hi >= num_classes:
                 bad = lo if lo < 0 else hi
                 fail(op, f"labels must lie in [0, {num_classes}), found {bad}", IndexError)
+
+
+def floating(t: torch.Tensor, op: str, name: str, dim: int | None = None) -> None:
+    """A non-empty floating point tensor (with ``dim`` dimensions when given)."""
+    if not isinstance(t, torch.Tensor):
+        fail(op, f"{name} must be a tensor, got {type(t).__name__}", TypeError)
+    if not t.is_floating_point():
+        fail(op, f"{name} must be a floating point tensor, got {t.dtype}", TypeError)
+    if dim is not None and t.dim() != dim:
+        fail(op, f"{name} must have {dim} dimensions, got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        fail(op, f"{name} must not be empty, got shape {tuple(t.shape)}")
+
+
+def dtype(t: torch.Tensor, expected: torch.dtype, op: str, name: str) -> None:
+    if t.dtype != expected:
+        fail(op, f"{name} must have dtype {expected}, got {t.dtype}", TypeError)

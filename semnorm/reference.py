@@ -62,3 +62,28 @@ def region_broadcast(codes: torch.Tensor, labels: torch.Tensor, height: int, wid
     lab = sample_labels(labels, height, width).reshape(n, height * width)
     out = codes.gather(1, lab.unsqueeze(-1).expand(n, height * width, c))  # (N, HW, C)
     return out.transpose(1, 2).reshape(n, c, height, width)
+
+
+# ----------------------------------------------------------------------------------------------
+# semantic modulate (SCN) / candidate combine (SCC)
+
+
+def semantic_modulate(
+    x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, vectors: torch.Tensor, bank: torch.Tensor, offset: float = 1.0
+) -> torch.Tensor:
+    acc = opmath_dtype(x.dtype)
+    c = x.shape[1]
+    gb = torch.einsum("nkhw,kd->ndhw", vectors.to(acc), bank.to(acc))  # (N, 2C, H, W)
+    gamma, beta = gb[:, :c], gb[:, c:]
+    xhat = (x.to(acc) - mean.to(acc)[:, :, None, None]) * rstd.to(acc)[:, :, None, None]
+    return (xhat * (offset + gamma) + beta).to(x.dtype)
+
+
+def candidate_combine(vectors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    acc = opmath_dtype(vectors.dtype)
+    return torch.einsum("nkhw,nkchw->nchw", vectors.to(acc), candidates.to(acc)).to(vectors.dtype)
+
+
+def semantic_vectors(logits: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    acc = opmath_dtype(logits.dtype)
+    return torch.softmax(logits.to(acc) * temperature, dim=1).to(logits.dtype)
