@@ -121,3 +121,18 @@ def pixel_map(t: torch.Tensor | None, x: torch.Tensor, op: str, name: str) -> No
     """Optional per-pixel (N, H, W) map in x's opmath dtype."""
     if t is not None:
         opmath_tensor(t, x, (x.shape[0], x.shape[2], x.shape[3]), op, name)
+def floating(t: torch.Tensor, op: str, name: str, dim: int | None = None) -> None:
+    """A non-empty floating point tensor (with ``dim`` dimensions when given)."""
+    if not isinstance(t, torch.Tensor):
+        fail(op, f"{name} must be a tensor, got {type(t).__name__}", TypeError)
+    if not t.is_floating_point():
+        fail(op, f"{name} must be a floating point tensor, got {t.dtype}", TypeError)
+    if dim is not None and t.dim() != dim:
+        fail(op, f"{name} must have {dim} dimensions, got shape {tuple(t.shape)}")
+    if t.numel() == 0:
+        fail(op, f"{name} must not be empty, got shape {tuple(t.shape)}")
+
+
+def dtype(t: torch.Tensor, expected: torch.dtype, op: str, name: str) -> None:
+    if t.dtype != expected:
+        fail(op, f"{name} must have dtype {expected}, got {t.dtype}", TypeError)

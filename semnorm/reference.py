@@ -162,3 +162,25 @@ def label_tap_gather(table: torch.Tensor, labels: torch.Tensor, kernel_size: int
             term = tab[:, :, ty * kernel_size + tx].gather(2, idx)
             out = term if out is None else out + term
     return out.reshape(n, c, height, width).to(table.dtype)
+# semantic modulate (SCN) / candidate combine (SCC)
+
+
+def semantic_modulate(
+    x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, vectors: torch.Tensor, bank: torch.Tensor, offset: float = 1.0
+) -> torch.Tensor:
+    acc = opmath_dtype(x.dtype)
+    c = x.shape[1]
+    gb = torch.einsum("nkhw,kd->ndhw", vectors.to(acc), bank.to(acc))  # (N, 2C, H, W)
+    gamma, beta = gb[:, :c], gb[:, c:]
+    xhat = (x.to(acc) - mean.to(acc)[:, :, None, None]) * rstd.to(acc)[:, :, None, None]
+    return (xhat * (offset + gamma) + beta).to(x.dtype)
+
+
+def candidate_combine(vectors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    acc = opmath_dtype(vectors.dtype)
+    return torch.einsum("nkhw,nkchw->nchw", vectors.to(acc), candidates.to(acc)).to(vectors.dtype)
+
+
+def semantic_vectors(logits: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    acc = opmath_dtype(logits.dtype)
+    return torch.softmax(logits.to(acc) * temperature, dim=1).to(logits.dtype)

@@ -9,3 +9,4 @@ from . import region  # noqa: F401
 from . import stats  # noqa: F401
 from . import class_modulate  # noqa: F401
 from . import label_conv  # noqa: F401
+from . import semantic  # noqa: F401

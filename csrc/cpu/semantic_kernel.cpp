@@ -1,0 +1,357 @@
+// SC-GAN's semantic ops on the CPU: semantic modulate (SCN) and candidate combine (SCC).
+//
+// Both mix K per-pixel "semantic vectors" (the softmax of the semantic router, K small) into a
+// per-channel quantity: SCN mixes the rows of a (K, 2C) bank into gamma / beta and applies them to the
+// normalized activations, SCC mixes K candidate feature maps. No dense gamma / beta is ever built:
+// every kernel works on blocks of kBlock pixels with small float accumulators that live in L1.
+#include "common.h"
+
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace semnorm {
+namespace {
+
+// Pixels per block: the K x kBlock accumulators of a task stay in L1 for the typical K <= 16.
+constexpr int64_t kBlock = 256;
+
+// ---- SCN
+
+void check_semantic_inputs(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& vectors,
+                           const Tensor& bank, const char* op) {
+  check_activation(x, op);
+  check_stats(x, mean, rstd, op);
+  check_float(vectors, op, "vectors");
+  check_same_device(x, vectors, op, "x", "vectors");
+  check_dim(vectors, 4, op, "vectors");
+  check_nonempty(vectors, op, "vectors");
+  const int64_t K = vectors.size(1);
+  check_shape(vectors, {x.size(0), K, x.size(2), x.size(3)}, op, "vectors");
+  check_dtype(vectors, x.scalar_type(), op, "vectors");
+  check_float(bank, op, "bank");
+  check_same_device(x, bank, op, "x", "bank");
+  check_dim(bank, 2, op, "bank");
+  check_shape(bank, {K, 2 * x.size(1)}, op, "bank");
+  check_dtype(bank, opmath_dtype(x.scalar_type()), op, "bank");
+}
+
+// g[j] = offset + sum_k v_k[j] * bg[k] for the pixels [0, len) of a block; v_k = v + k * HW.
+template <typename scalar_t, typename acc>
+inline void mix_block(const scalar_t* v, int64_t HW, int64_t K, const acc* coef, int64_t stride, acc init,
+                      int64_t len, acc* out) {
+  for (int64_t j = 0; j < len; ++j) out[j] = init;
+  for (int64_t k = 0; k < K; ++k) {
+    const scalar_t* vk = v + k * HW;
+    const acc w = coef[k * stride];
+    for (int64_t j = 0; j < len; ++j) out[j] += static_cast<acc>(vk[j]) * w;
+  }
+}
+
+// Forward, parallel over (n, c) planes: per block of pixels, gamma and beta of channel c from the K
+// vector rows and the bank column c / C + c, then one fused normalize + modulate pass.
+template <typename scalar_t>
+void semantic_modulate_cpu_impl(const scalar_t* x, const acc_t<scalar_t>* mean, const acc_t<scalar_t>* rstd,
+                                const scalar_t* v, const acc_t<scalar_t>* bank, scalar_t* y, int64_t N, int64_t C,
+                                int64_t HW, int64_t K, double offset) {
+  using acc = acc_t<scalar_t>;
+  at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+    acc g[kBlock], b[kBlock];
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / C, c = nc % C;
+      const acc m = mean[nc], r = rstd[nc];
+      const scalar_t* xp = x + nc * HW;
+      const scalar_t* vn = v + n * K * HW;
+      scalar_t* yp = y + nc * HW;
+      for (int64_t p0 = 0; p0 < HW; p0 += kBlock) {
+        const int64_t len = std::min(kBlock, HW - p0);
+        mix_block(vn + p0, HW, K, bank + c, 2 * C, static_cast<acc>(offset), len, g);
+        mix_block(vn + p0, HW, K, bank + C + c, 2 * C, acc(0), len, b);
+        for (int64_t j = 0; j < len; ++j)
+          yp[p0 + j] = static_cast<scalar_t>((static_cast<acc>(xp[p0 + j]) - m) * r * g[j] + b[j]);
+      }
+    }
+  });
+}
+
+// Backward, pass 1, parallel over channels (each task owns grad_mean[:, c], grad_rstd[:, c] and the
+// bank columns c and C + c, so the reductions over (n, pixels) need no atomics):
+//   grad_x = dy * (offset + gamma) * rstd, grad_mean = -rstd * sum_p dy * (offset + gamma),
+//   grad_rstd = sum_p dy * (offset + gamma) * (x - mean),
+//   grad_bank[k, c] = sum dy * xhat * v_k, grad_bank[k, C + c] = sum dy * v_k.
+// Block partial sums are added to the totals, which keeps float accumulation error small.
+template <typename scalar_t>
+void semantic_backward_channels(const scalar_t* dy, const scalar_t* x, const acc_t<scalar_t>* mean,
+                                const acc_t<scalar_t>* rstd, const scalar_t* v, const acc_t<scalar_t>* bank,
+                                scalar_t* gx, acc_t<scalar_t>* gmean, acc_t<scalar_t>* grstd, acc_t<scalar_t>* gbank,
+                                int64_t N, int64_t C, int64_t HW, int64_t K, double offset) {
+  using acc = acc_t<scalar_t>;
+  at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+    acc g[kBlock], dyxh[kBlock], dyf[kBlock];
+    std::vector<acc> tot_g(K), tot_b(K);
+    for (int64_t c = begin; c < end; ++c) {
+      std::fill(tot_g.begin(), tot_g.end(), acc(0));
+      std::fill(tot_b.begin(), tot_b.end(), acc(0));
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t nc = n * C + c;
+        const acc m = mean[nc], r = rstd[nc];
+        const scalar_t* xp = x + nc * HW;
+        const scalar_t* dp = dy + nc * HW;
+        const scalar_t* vn = v + n * K * HW;
+        scalar_t* gp = gx + nc * HW;
+        acc sum_dyg = 0, sum_dygxc = 0;
+        for (int64_t p0 = 0; p0 < HW; p0 += kBlock) {
+          const int64_t len = std::min(kBlock, HW - p0);
+          mix_block(vn + p0, HW, K, bank + c, 2 * C, static_cast<acc>(offset), len, g);
+          acc bg = 0, bgx = 0;
+          for (int64_t j = 0; j < len; ++j) {
+            const acc d = static_cast<acc>(dp[p0 + j]);
+            const acc xc = static_cast<acc>(xp[p0 + j]) - m;
+            const acc dg = d * g[j];
+            gp[p0 + j] = static_cast<scalar_t>(dg * r);
+            bg += dg;
+            bgx += dg * xc;
+            dyxh[j] = d * xc * r;
+            dyf[j] = d;
+          }
+          sum_dyg += bg;
+          sum_dygxc += bgx;
+          for (int64_t k = 0; k < K; ++k) {
+            const scalar_t* vk = vn + k * HW + p0;
+            acc sg = 0, sb = 0;
+            for (int64_t j = 0; j < len; ++j) {
+              const acc vj = static_cast<acc>(vk[j]);
+              sg += dyxh[j] * vj;
+              sb += dyf[j] * vj;
+            }
+            tot_g[k] += sg;
+            tot_b[k] += sb;
+          }
+        }
+        gmean[nc] = -r * sum_dyg;
+        grstd[nc] = sum_dygxc;
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        gbank[k * 2 * C + c] = tot_g[k];
+        gbank[k * 2 * C + C + c] = tot_b[k];
+      }
+    }
+  });
+}
+
+// Backward, pass 2, parallel over (n, pixel block) with the channel loop inside (each task owns its
+// block of grad_vectors): grad_v[n, k, p] = sum_c dy * (xhat * bank[k, c] + bank[k, C + c]).
+template <typename scalar_t>
+void semantic_backward_vectors(const scalar_t* dy, const scalar_t* x, const acc_t<scalar_t>* mean,
+                               const acc_t<scalar_t>* rstd, const acc_t<scalar_t>* bank, scalar_t* gv, int64_t N,
+                               int64_t C, int64_t HW, int64_t K) {
+  using acc = acc_t<scalar_t>;
+  const int64_t blocks = (HW + kBlock - 1) / kBlock;
+  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc> sums(K * kBlock);
+    acc dyxh[kBlock], dyf[kBlock];
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / blocks, p0 = (t % blocks) * kBlock;
+      const int64_t len = std::min(kBlock, HW - p0);
+      std::fill(sums.begin(), sums.end(), acc(0));
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t nc = n * C + c;
+        const acc m = mean[nc], r = rstd[nc];
+        const scalar_t* xp = x + nc * HW + p0;
+        const scalar_t* dp = dy + nc * HW + p0;
+        for (int64_t j = 0; j < len; ++j) {
+          const acc d = static_cast<acc>(dp[j]);
+          dyf[j] = d;
+          dyxh[j] = d * (static_cast<acc>(xp[j]) - m) * r;
+        }
+        for (int64_t k = 0; k < K; ++k) {
+          const acc wg = bank[k * 2 * C + c], wb = bank[k * 2 * C + C + c];
+          acc* s = sums.data() + k * kBlock;
+          for (int64_t j = 0; j < len; ++j) s[j] += dyxh[j] * wg + dyf[j] * wb;
+        }
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        scalar_t* out = gv + (n * K + k) * HW + p0;
+        const acc* s = sums.data() + k * kBlock;
+        for (int64_t j = 0; j < len; ++j) out[j] = static_cast<scalar_t>(s[j]);
+      }
+    }
+  });
+}
+
+Tensor semantic_modulate_cpu(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& vectors,
+                             const Tensor& bank, double offset) {
+  constexpr const char* op = "semantic_modulate";
+  check_semantic_inputs(x, mean, rstd, vectors, bank, op);
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), K = vectors.size(1);
+  const Tensor xc = x.contiguous(), vc = vectors.contiguous(), bc = bank.contiguous();
+  const Tensor mc = mean.contiguous(), rc = rstd.contiguous();
+  Tensor y = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "semnorm_semantic_modulate", [&] {
+    using acc = acc_t<scalar_t>;
+    semantic_modulate_cpu_impl<scalar_t>(xc.data_ptr<scalar_t>(), mc.data_ptr<acc>(), rc.data_ptr<acc>(),
+                                         vc.data_ptr<scalar_t>(), bc.data_ptr<acc>(), y.data_ptr<scalar_t>(), N, C,
+                                         HW, K, offset);
+  });
+  return y;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> semantic_modulate_backward_cpu(
+    const Tensor& grad_y, const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& vectors,
+    const Tensor& bank, double offset) {
+  constexpr const char* op = "semantic_modulate_backward";
+  check_semantic_inputs(x, mean, rstd, vectors, bank, op);
+  check_float(grad_y, op, "grad_y");
+  check_same_device(x, grad_y, op, "x", "grad_y");
+  check_shape(grad_y, x.sizes(), op, "grad_y");
+  check_dtype(grad_y, x.scalar_type(), op, "grad_y");
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), K = vectors.size(1);
+  const Tensor dc = grad_y.contiguous(), xc = x.contiguous(), vc = vectors.contiguous(), bc = bank.contiguous();
+  const Tensor mc = mean.contiguous(), rc = rstd.contiguous();
+  Tensor gx = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+  Tensor gmean = at::empty({N, C}, mean.options());
+  Tensor grstd = at::empty({N, C}, mean.options());
+  Tensor gv = at::empty(vectors.sizes(), vectors.options().memory_format(at::MemoryFormat::Contiguous));
+  Tensor gbank = at::empty({K, 2 * C}, bank.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "semnorm_semantic_modulate_backward", [&] {
+    using acc = acc_t<scalar_t>;
+    semantic_backward_channels<scalar_t>(dc.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(), mc.data_ptr<acc>(),
+                                         rc.data_ptr<acc>(), vc.data_ptr<scalar_t>(), bc.data_ptr<acc>(),
+                                         gx.data_ptr<scalar_t>(), gmean.data_ptr<acc>(), grstd.data_ptr<acc>(),
+                                         gbank.data_ptr<acc>(), N, C, HW, K, offset);
+    semantic_backward_vectors<scalar_t>(dc.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(), mc.data_ptr<acc>(),
+                                        rc.data_ptr<acc>(), bc.data_ptr<acc>(), gv.data_ptr<scalar_t>(), N, C, HW, K);
+  });
+  return {gx, gmean, grstd, gv, gbank};
+}
+
+// ---- SCC
+
+void check_combine_inputs(const Tensor& vectors, const Tensor& candidates, const char* op) {
+  check_float(vectors, op, "vectors");
+  check_dim(vectors, 4, op, "vectors");
+  check_nonempty(vectors, op, "vectors");
+  check_float(candidates, op, "candidates");
+  check_same_device(vectors, candidates, op, "vectors", "candidates");
+  check_dim(candidates, 5, op, "candidates");
+  check_nonempty(candidates, op, "candidates");
+  const int64_t N = vectors.size(0), K = vectors.size(1), H = vectors.size(2), W = vectors.size(3);
+  check_shape(candidates, {N, K, candidates.size(2), H, W}, op, "candidates");
+  check_dtype(candidates, vectors.scalar_type(), op, "candidates");
+}
+
+// Forward, parallel over (n, c) planes: y = sum_k v_k * cand_k, accumulated per pixel block.
+template <typename scalar_t>
+void candidate_combine_cpu_impl(const scalar_t* v, const scalar_t* cand, scalar_t* y, int64_t N, int64_t K, int64_t C,
+                                int64_t HW) {
+  using acc = acc_t<scalar_t>;
+  at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+    acc s[kBlock];
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / C, c = nc % C;
+      for (int64_t p0 = 0; p0 < HW; p0 += kBlock) {
+        const int64_t len = std::min(kBlock, HW - p0);
+        for (int64_t j = 0; j < len; ++j) s[j] = acc(0);
+        for (int64_t k = 0; k < K; ++k) {
+          const scalar_t* vk = v + (n * K + k) * HW + p0;
+          const scalar_t* ck = cand + ((n * K + k) * C + c) * HW + p0;
+          for (int64_t j = 0; j < len; ++j) s[j] += static_cast<acc>(vk[j]) * static_cast<acc>(ck[j]);
+        }
+        scalar_t* yp = y + nc * HW + p0;
+        for (int64_t j = 0; j < len; ++j) yp[j] = static_cast<scalar_t>(s[j]);
+      }
+    }
+  });
+}
+
+// Backward in one pass, parallel over (n, pixel block) with the channel loop inside: each task reads
+// its block of dy once per channel, writes grad_cand = v * dy and owns grad_v[n, :, block]
+// = sum_c dy * cand, so there are no races and no second read of dy.
+template <typename scalar_t>
+void candidate_combine_backward_impl(const scalar_t* dy, const scalar_t* v, const scalar_t* cand, scalar_t* gv,
+                                     scalar_t* gcand, int64_t N, int64_t K, int64_t C, int64_t HW) {
+  using acc = acc_t<scalar_t>;
+  const int64_t blocks = (HW + kBlock - 1) / kBlock;
+  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc> sums(K * kBlock), vb(K * kBlock);
+    acc d[kBlock];
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / blocks, p0 = (t % blocks) * kBlock;
+      const int64_t len = std::min(kBlock, HW - p0);
+      std::fill(sums.begin(), sums.end(), acc(0));
+      for (int64_t k = 0; k < K; ++k) {
+        const scalar_t* vk = v + (n * K + k) * HW + p0;
+        for (int64_t j = 0; j < len; ++j) vb[k * kBlock + j] = static_cast<acc>(vk[j]);
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const scalar_t* dp = dy + (n * C + c) * HW + p0;
+        for (int64_t j = 0; j < len; ++j) d[j] = static_cast<acc>(dp[j]);
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t off = ((n * K + k) * C + c) * HW + p0;
+          const scalar_t* ck = cand + off;
+          scalar_t* gk = gcand + off;
+          const acc* vk = vb.data() + k * kBlock;
+          acc* s = sums.data() + k * kBlock;
+          for (int64_t j = 0; j < len; ++j) {
+            s[j] += d[j] * static_cast<acc>(ck[j]);
+            gk[j] = static_cast<scalar_t>(vk[j] * d[j]);
+          }
+        }
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        scalar_t* out = gv + (n * K + k) * HW + p0;
+        const acc* s = sums.data() + k * kBlock;
+        for (int64_t j = 0; j < len; ++j) out[j] = static_cast<scalar_t>(s[j]);
+      }
+    }
+  });
+}
+
+Tensor candidate_combine_cpu(const Tensor& vectors, const Tensor& candidates) {
+  constexpr const char* op = "candidate_combine";
+  check_combine_inputs(vectors, candidates, op);
+  const int64_t N = vectors.size(0), K = vectors.size(1), C = candidates.size(2);
+  const int64_t H = vectors.size(2), W = vectors.size(3);
+  const Tensor vc = vectors.contiguous(), cc = candidates.contiguous();
+  Tensor y = at::empty({N, C, H, W}, vectors.options().memory_format(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, vectors.scalar_type(), "semnorm_candidate_combine", [&] {
+    candidate_combine_cpu_impl<scalar_t>(vc.data_ptr<scalar_t>(), cc.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), N, K,
+                                         C, H * W);
+  });
+  return y;
+}
+
+std::tuple<Tensor, Tensor> candidate_combine_backward_cpu(const Tensor& grad_y, const Tensor& vectors,
+                                                          const Tensor& candidates) {
+  constexpr const char* op = "candidate_combine_backward";
+  check_combine_inputs(vectors, candidates, op);
+  const int64_t N = vectors.size(0), K = vectors.size(1), C = candidates.size(2);
+  const int64_t H = vectors.size(2), W = vectors.size(3);
+  check_float(grad_y, op, "grad_y");
+  check_same_device(vectors, grad_y, op, "vectors", "grad_y");
+  check_shape(grad_y, {N, C, H, W}, op, "grad_y");
+  check_dtype(grad_y, vectors.scalar_type(), op, "grad_y");
+  const Tensor dc = grad_y.contiguous(), vc = vectors.contiguous(), cc = candidates.contiguous();
+  Tensor gv = at::empty(vectors.sizes(), vectors.options().memory_format(at::MemoryFormat::Contiguous));
+  Tensor gcand = at::empty(candidates.sizes(), candidates.options().memory_format(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, vectors.scalar_type(),
+                                  "semnorm_candidate_combine_backward", [&] {
+    candidate_combine_backward_impl<scalar_t>(dc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(),
+                                              cc.data_ptr<scalar_t>(), gv.data_ptr<scalar_t>(),
+                                              gcand.data_ptr<scalar_t>(), N, K, C, H * W);
+  });
+  return {gv, gcand};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(semnorm, CPU, m) {
+  m.impl("semantic_modulate", &semantic_modulate_cpu);
+  m.impl("semantic_modulate_backward", &semantic_modulate_backward_cpu);
+  m.impl("candidate_combine", &candidate_combine_cpu);
+  m.impl("candidate_combine_backward", &candidate_combine_backward_cpu);
+}
+
+}  // namespace semnorm

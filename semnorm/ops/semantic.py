@@ -1,0 +1,84 @@
+"""Semantic modulate (SCN) and candidate combine (SCC): fake kernels and autograd for ``torch.ops.semnorm``.
+
+Both backwards are their own ops (``*_backward``); the autograd formulas here only route gradients
+and drop those that are not needed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._extension import LOADED
+
+
+def _modulate_fake(x, mean, rstd, vectors, bank, offset=1.0):
+    op = "semnorm.semantic_modulate"
+    torch._check(x.dim() == 4, lambda: f"{op}: x must have 4 dimensions")
+    torch._check(vectors.dim() == 4, lambda: f"{op}: vectors must have 4 dimensions")
+    torch._check(bank.dim() == 2, lambda: f"{op}: bank must have 2 dimensions")
+    n, c, h, w = x.shape
+    torch._check(mean.shape == (n, c), lambda: f"{op}: mean must have shape {(n, c)}")
+    torch._check(rstd.shape == (n, c), lambda: f"{op}: rstd must have shape {(n, c)}")
+    torch._check(vectors.shape[0] == n and vectors.shape[2] == h and vectors.shape[3] == w,
+                 lambda: f"{op}: vectors must have shape (N, K, H, W) matching x")
+    torch._check(bank.shape[0] == vectors.shape[1] and bank.shape[1] == 2 * c,
+                 lambda: f"{op}: bank must have shape (K, 2C)")
+    return x.new_empty(x.shape)
+
+
+def _modulate_backward_fake(grad_y, x, mean, rstd, vectors, bank, offset):
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format),
+        mean.new_empty(mean.shape),
+        rstd.new_empty(rstd.shape),
+        vectors.new_empty(vectors.shape),
+        bank.new_empty(bank.shape),
+    )
+
+
+def _modulate_setup(ctx, inputs, output):
+    x, mean, rstd, vectors, bank, offset = inputs
+    ctx.save_for_backward(x, mean, rstd, vectors, bank)
+    ctx.offset = offset
+
+
+def _modulate_backward(ctx, grad_y):
+    x, mean, rstd, vectors, bank = ctx.saved_tensors
+    grads = torch.ops.semnorm.semantic_modulate_backward(grad_y, x, mean, rstd, vectors, bank, ctx.offset)
+    return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:5])) + (None,)
+
+
+def _combine_fake(vectors, candidates):
+    op = "semnorm.candidate_combine"
+    torch._check(vectors.dim() == 4, lambda: f"{op}: vectors must have 4 dimensions")
+    torch._check(candidates.dim() == 5, lambda: f"{op}: candidates must have 5 dimensions")
+    n, k, h, w = vectors.shape
+    torch._check(candidates.shape[0] == n and candidates.shape[1] == k and candidates.shape[3] == h
+                 and candidates.shape[4] == w, lambda: f"{op}: candidates must have shape (N, K, C, H, W) matching vectors")
+    return vectors.new_empty(n, candidates.shape[2], h, w)
+
+
+def _combine_backward_fake(grad_y, vectors, candidates):
+    return (
+        vectors.new_empty(vectors.shape),
+        candidates.new_empty(candidates.shape),
+    )
+
+
+def _combine_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _combine_backward(ctx, grad_y):
+    vectors, candidates = ctx.saved_tensors
+    gv, gc = torch.ops.semnorm.candidate_combine_backward(grad_y, vectors, candidates)
+    return (gv if ctx.needs_input_grad[0] else None, gc if ctx.needs_input_grad[1] else None)
+
+
+if LOADED:
+    torch.library.register_fake("semnorm::semantic_modulate", _modulate_fake)
+    torch.library.register_fake("semnorm::semantic_modulate_backward", _modulate_backward_fake)
+    torch.library.register_autograd("semnorm::semantic_modulate", _modulate_backward, setup_context=_modulate_setup)
+    torch.library.register_fake("semnorm::candidate_combine", _combine_fake)
+    torch.library.register_fake("semnorm::candidate_combine_backward", _combine_backward_fake)
+    torch.library.register_autograd("semnorm::candidate_combine", _combine_backward, setup_context=_combine_setup)
