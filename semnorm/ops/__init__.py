@@ -6,3 +6,4 @@ functional API runs the pure-PyTorch reference.
 """
 
 from . import region  # noqa: F401
+from . import positional  # noqa: F401
