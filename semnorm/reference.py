@@ -84,25 +84,30 @@ def connected_components(labels: torch.Tensor, ignore_label: int = -1) -> torch.
     lab = labels.long()
     valid = lab != ignore_label
     big = h * w  # larger than every pixel index: never wins a minimum
-    ids = torch.arange(h * w, device=lab.device).view(1, h, w).expand(n, h, w)
-    ids = torch.where(valid, ids, torch.full_like(ids, big))
-    # Padded labels: -2 matches no (non-negative) label; ignored pixels also never match.
-    lab_m = torch.where(valid, lab, torch.full_like(lab, -2))
+    idt = torch.int32 if h * w < 2**31 - 1 else torch.int64
+    ids = torch.arange(h * w, device=lab.device, dtype=idt).view(1, h, w).expand(n, h, w)
+    ids = torch.where(valid, ids, big)
+    # Padded labels: -2 (ignored pixels) and -3 (outside) match no non-negative label.
+    lab_m = torch.where(valid, lab, -2)
     lab_p = torch.full((n, h + 2, w + 2), -3, dtype=torch.int64, device=lab.device)
     lab_p[:, 1:-1, 1:-1] = lab_m
-    same = [lab_p[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] == lab_m for dy, dx in _NEIGHBOURS_8]
-    same = torch.stack(same)  # (8, N, H, W)
-    ids_p = torch.full((n, h + 2, w + 2), big, dtype=torch.int64, device=lab.device)
+    # For each neighbour: False where it has the same label (those may pass their id on).
+    differs = [lab_p[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] != lab_m for dy, dx in _NEIGHBOURS_8]
+    ids_p = torch.full((n, h + 2, w + 2), big, dtype=idt, device=lab.device)
     while True:
         ids_p[:, 1:-1, 1:-1] = ids
-        shifted = torch.stack([ids_p[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _NEIGHBOURS_8])
-        new = torch.minimum(ids, torch.where(same, shifted, big).amin(0))
-        flat = new.reshape(n, h * w)
-        jumped = flat.gather(1, flat.clamp(max=h * w - 1)).view(n, h, w)  # ids of ignored pixels stay big
-        new = torch.where(valid, torch.minimum(new, jumped), new)
+        new = ids.clone()
+        for (dy, dx), diff in zip(_NEIGHBOURS_8, differs):
+            shifted = ids_p[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+            torch.minimum(new, shifted.masked_fill(diff, big), out=new)
+        for _ in range(2):  # pointer jumping; ids of ignored pixels stay big (clamped, then masked)
+            flat = new.reshape(n, h * w)
+            jumped = flat.gather(1, flat.clamp(max=h * w - 1).long()).view(n, h, w)
+            new = torch.where(valid, torch.minimum(new, jumped), new)
         if torch.equal(new, ids):
             break
         ids = new
+    ids = ids.long()
     return torch.where(valid, ids, torch.full_like(ids, -1))
 
 
