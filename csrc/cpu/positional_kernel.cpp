@@ -7,7 +7,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -18,24 +17,15 @@ namespace {
 
 constexpr const char* kOp = "intra_class_positional";
 
-// Smallest flat index holding a negative label, or -1 (labels have no upper bound here).
+// Index of the first negative label of one image, or -1 (labels have no upper bound here).
 template <typename label_t>
 int64_t first_negative_label(const label_t* data, int64_t numel) {
   if constexpr (std::is_unsigned_v<label_t>) {
     return -1;
   } else {
-    std::atomic<int64_t> found{numel};
-    at::parallel_for(0, numel, 1 << 16, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end && i < found.load(std::memory_order_relaxed); ++i) {
-        if (data[i] < 0) {
-          int64_t cur = found.load();
-          while (i < cur && !found.compare_exchange_weak(cur, i)) {
-          }
-          return;
-        }
-      }
-    });
-    return found.load() < numel ? found.load() : -1;
+    for (int64_t i = 0; i < numel; ++i)
+      if (data[i] < 0) return i;
+    return -1;
   }
 }
 
@@ -194,15 +184,22 @@ Tensor intra_class_positional_cpu(const Tensor& labels, int64_t ignore_label, do
   dispatch_label_type(lab.scalar_type(), kOp, [&](auto tag) {
     using label_t = decltype(tag);
     const label_t* lp = lab.data_ptr<label_t>();
-    const int64_t bad = first_negative_label(lp, lab.numel());
-    TORCH_CHECK_VALUE(bad < 0, "semnorm.", kOp, ": labels must be non-negative, found ",
-                      bad < 0 ? 0 : static_cast<int64_t>(lp[bad]), " at flat index ", bad);
-    // Images are independent: one task per image, each with private scratch.
+    // Images are independent: one task per image, each with private scratch. Each task checks its
+    // own image for negative labels first (one parallel region in all) and skips it if it finds one.
+    std::vector<int64_t> bad(N, -1);
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
       Scratch scratch;
-      for (int64_t n = begin; n < end; ++n)
-        positional_one_image(lp + n * H * W, op + n * 2 * H * W, H, W, ignore_label, eps, scratch);
+      for (int64_t n = begin; n < end; ++n) {
+        const label_t* img = lp + n * H * W;
+        bad[n] = first_negative_label(img, H * W);
+        if (bad[n] < 0) positional_one_image(img, op + n * 2 * H * W, H, W, ignore_label, eps, scratch);
+      }
     });
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t flat = n * H * W + bad[n];
+      TORCH_CHECK_VALUE(bad[n] < 0, "semnorm.", kOp, ": labels must be non-negative, found ",
+                        bad[n] < 0 ? 0 : static_cast<int64_t>(lp[flat]), " at flat index ", flat);
+    }
   });
   return out;
 }
