@@ -136,3 +136,17 @@ def floating(t: torch.Tensor, op: str, name: str, dim: int | None = None) -> Non
 def dtype(t: torch.Tensor, expected: torch.dtype, op: str, name: str) -> None:
     if t.dtype != expected:
         fail(op, f"{name} must have dtype {expected}, got {t.dtype}", TypeError)
+def label_map(labels: torch.Tensor, op: str, check_values: bool = True) -> None:
+    """Integer (N, H, W) non-empty labels with no upper bound; with ``check_values`` also non-negative."""
+    if not isinstance(labels, torch.Tensor):
+        fail(op, f"labels must be a tensor, got {type(labels).__name__}", TypeError)
+    if labels.dtype not in LABEL_DTYPES:
+        fail(op, f"labels must be an integer tensor (uint8, int32 or int64), got {labels.dtype}", TypeError)
+    if labels.dim() != 3:
+        fail(op, f"labels must have 3 dimensions (N, H, W), got shape {tuple(labels.shape)}")
+    if labels.numel() == 0:
+        fail(op, f"labels must not be empty, got shape {tuple(labels.shape)}")
+    if check_values and not torch.compiler.is_compiling():
+        lo = int(labels.min())
+        if lo < 0:
+            fail(op, f"labels must be non-negative, found {lo}")

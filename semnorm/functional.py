@@ -612,3 +612,42 @@ def candidate_combine(vectors: torch.Tensor, candidates: torch.Tensor, *, impl: 
     if impl == "native":
         return torch.ops.semnorm.candidate_combine(vectors, candidates)
     return reference.candidate_combine(vectors, candidates)
+__all__ += ["intra_class_positional"]
+
+
+def intra_class_positional(
+    labels: torch.Tensor, ignore_label: int | None = None, eps: float = 1e-5, *, impl: str | None = None
+) -> torch.Tensor:
+    """CLADE-ICPE's intra-class positional map D, computed from the labels on the fly.
+
+    For every 8-connected component of every class (pixels with equal labels; diagonal neighbours
+    connect), each pixel's offset from the component's centroid, divided per axis by the
+    component's largest absolute offset plus ``eps``: ``D[n, 0]`` rows, ``D[n, 1]`` columns, values in
+    [-1, 1], 0 for one-pixel components. Flips, crops and any other mask edit give the right D by
+    construction (the published pipeline precomputes D offline and forgets to negate the column
+    channel when it flips). Not differentiable (labels are integers); works under
+    ``torch.compile(fullgraph=True)``.
+
+    Args:
+        labels: (N, H, W) uint8/int32/int64 labels, non-negative, any values (no class count needed).
+        ignore_label: a label whose pixels belong to no component and get D = 0; None (or any
+            negative value) ignores nothing.
+        eps: non-negative constant added to each component's largest offset.
+        impl: "native", "reference" or None (automatic).
+
+    Returns:
+        D: (N, 2, H, W) float32 at the labels' resolution, on the labels' device.
+    """
+    op = "intra_class_positional"
+    impl = choose_impl(impl, labels.device if isinstance(labels, torch.Tensor) else torch.device("cpu"))
+    _checks.label_map(labels, op, check_values=impl == "reference")
+    if ignore_label is None:
+        ignore_label = -1
+    if isinstance(ignore_label, bool) or not isinstance(ignore_label, int):
+        _checks.fail(op, f"ignore_label must be an int or None, got {type(ignore_label).__name__}", TypeError)
+    eps = float(eps)
+    if not (eps >= 0.0 and eps != float("inf")):
+        _checks.fail(op, f"eps must be finite and non-negative, got {eps}")
+    if impl == "native":
+        return torch.ops.semnorm.intra_class_positional(labels, ignore_label, eps)
+    return reference.intra_class_positional(labels, ignore_label, eps)

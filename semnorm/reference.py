@@ -184,3 +184,70 @@ def candidate_combine(vectors: torch.Tensor, candidates: torch.Tensor) -> torch.
 def semantic_vectors(logits: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
     acc = opmath_dtype(logits.dtype)
     return torch.softmax(logits.to(acc) * temperature, dim=1).to(logits.dtype)
+# intra-class positional encoding (CLADE-ICPE)
+
+
+_NEIGHBOURS_8 = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+
+
+def connected_components(labels: torch.Tensor, ignore_label: int = -1) -> torch.Tensor:
+    """8-connected components of every class: (N, H, W) int64 component ids, -1 for ignored pixels.
+
+    Each component's id is the smallest flat index (h * W + w) of its pixels. Iterative label
+    propagation: every pixel takes the minimum id among itself and its same-class 8-neighbours, then
+    jumps to the id held by that pixel (pointer jumping, which shortens the number of rounds from
+    the components' diameter to roughly its logarithm on compact shapes); repeated until nothing
+    changes. No loop over classes or pixels.
+    """
+    n, h, w = labels.shape
+    lab = labels.long()
+    valid = lab != ignore_label
+    big = h * w  # larger than every pixel index: never wins a minimum
+    idt = torch.int32 if h * w < 2**31 - 1 else torch.int64
+    ids = torch.arange(h * w, device=lab.device, dtype=idt).view(1, h, w).expand(n, h, w)
+    ids = torch.where(valid, ids, big)
+    # Padded labels: -2 (ignored pixels) and -3 (outside) match no non-negative label.
+    lab_m = torch.where(valid, lab, -2)
+    lab_p = torch.full((n, h + 2, w + 2), -3, dtype=torch.int64, device=lab.device)
+    lab_p[:, 1:-1, 1:-1] = lab_m
+    # For each neighbour: False where it has the same label (those may pass their id on).
+    differs = [lab_p[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] != lab_m for dy, dx in _NEIGHBOURS_8]
+    ids_p = torch.full((n, h + 2, w + 2), big, dtype=idt, device=lab.device)
+    while True:
+        ids_p[:, 1:-1, 1:-1] = ids
+        new = ids.clone()
+        for (dy, dx), diff in zip(_NEIGHBOURS_8, differs):
+            shifted = ids_p[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+            torch.minimum(new, shifted.masked_fill(diff, big), out=new)
+        for _ in range(2):  # pointer jumping; ids of ignored pixels stay big (clamped, then masked)
+            flat = new.reshape(n, h * w)
+            jumped = flat.gather(1, flat.clamp(max=h * w - 1).long()).view(n, h, w)
+            new = torch.where(valid, torch.minimum(new, jumped), new)
+        if torch.equal(new, ids):
+            break
+        ids = new
+    ids = ids.long()
+    return torch.where(valid, ids, torch.full_like(ids, -1))
+
+
+def intra_class_positional(labels: torch.Tensor, ignore_label: int = -1, eps: float = 1e-5) -> torch.Tensor:
+    n, h, w = labels.shape
+    dev = labels.device
+    comp = connected_components(labels, ignore_label)
+    valid = comp >= 0
+    # One global bin per (image, component root), plus a dump bin for ignored pixels.
+    dump = n * h * w
+    bins = torch.where(valid, comp + torch.arange(n, device=dev).view(n, 1, 1) * (h * w), dump).reshape(-1)
+    rows = torch.arange(h, device=dev, dtype=torch.float64).view(1, h, 1).expand(n, h, w).reshape(-1)
+    cols = torch.arange(w, device=dev, dtype=torch.float64).view(1, 1, w).expand(n, h, w).reshape(-1)
+    size = dump + 1
+    count = torch.zeros(size, dtype=torch.float64, device=dev).scatter_add(0, bins, torch.ones_like(rows))
+    cen_r = torch.zeros(size, dtype=torch.float64, device=dev).scatter_add(0, bins, rows) / count.clamp(min=1)
+    cen_c = torch.zeros(size, dtype=torch.float64, device=dev).scatter_add(0, bins, cols) / count.clamp(min=1)
+    off = torch.stack([rows - cen_r[bins], cols - cen_c[bins]])  # (2, NHW)
+    mx = torch.zeros(2, size, dtype=torch.float64, device=dev)
+    mx = mx.scatter_reduce(1, bins.expand(2, -1), off.abs(), reduce="amax", include_self=True)
+    denom = mx[:, bins] + eps
+    d = torch.where(denom > 0, off / torch.where(denom > 0, denom, 1.0), 0.0)
+    d = torch.where(valid.reshape(-1), d, 0.0)
+    return d.view(2, n, h, w).transpose(0, 1).to(torch.float32).contiguous()

@@ -10,3 +10,4 @@ from . import stats  # noqa: F401
 from . import class_modulate  # noqa: F401
 from . import label_conv  # noqa: F401
 from . import semantic  # noqa: F401
+from . import positional  # noqa: F401
