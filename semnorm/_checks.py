@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .reference import opmath_dtype
+
 LABEL_DTYPES = (torch.uint8, torch.int32, torch.int64)
 
 
@@ -60,17 +62,6 @@ def labels(labels: torch.Tensor, batch: int, op: str, num_classes: int | None = 
                 fail(op, f"labels must lie in [0, {num_classes}), found {bad}", IndexError)
 
 
-def opmath_tensor(t: torch.Tensor, x: torch.Tensor, expected: tuple[int, ...], op: str, name: str) -> None:
-    """A small table (statistics, noise, blend weights) of ``expected`` shape in x's opmath dtype."""
-    if not isinstance(t, torch.Tensor):
-        fail(op, f"{name} must be a tensor, got {type(t).__name__}", TypeError)
-    want = torch.float64 if x.dtype == torch.float64 else torch.float32
-    if t.dtype != want:
-        fail(op, f"{name} must have dtype {want} (x's opmath dtype), got {t.dtype}", TypeError)
-    shape(t, expected, op, name)
-    same_device(op, x, "x", **{name: t})
-
-
 def like_x(t: torch.Tensor, x: torch.Tensor, op: str, name: str) -> None:
     """A dense tensor with x's shape, dtype and device."""
     if not isinstance(t, torch.Tensor):
@@ -86,10 +77,6 @@ def together(op: str, **tensors: torch.Tensor | None) -> None:
     given = [name for name, t in tensors.items() if t is not None]
     if given and len(given) != len(tensors):
         fail(op, f"{' and '.join(tensors)} must be given together, got only {', '.join(given)}")
-def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def opmath_tensor(t: torch.Tensor, x: torch.Tensor, expected: tuple[int, ...], op: str, name: str) -> None:
     """A float tensor of shape ``expected`` in x's opmath dtype on x's device (statistics, tables, maps)."""
     if not isinstance(t, torch.Tensor):
