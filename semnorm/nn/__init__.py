@@ -1,1 +1,6 @@
 """semnorm.nn: drop-in normalization layers (SPADE, CLADE, SEAN, SCN, SCC) on semnorm's ops."""
+
+from .norm import NORMS, ParamFreeNorm
+from .spade import SPADE
+
+__all__ = ["NORMS", "ParamFreeNorm", "SPADE"]
