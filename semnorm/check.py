@@ -50,24 +50,77 @@ def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.expand(n, c).contiguous(), rstd.expand(n, c).contiguous()
 
 
-def _region_pool(quick: bool) -> Inputs:
-    return {"x": _x(quick, 512 if not quick else 64), "labels": _labels(quick, 19)}
+def _modulate_inputs(quick: bool, **extra: torch.Tensor) -> Inputs:
+    x = _x(quick)
+    mean, rstd = _stats(x)
+    return {"x": x, "mean": mean, "rstd": rstd, **extra}
+
+
+def _norm_inputs(quick: bool) -> Inputs:
+    x = _x(quick)
+    return {"x": x, "gamma": 0.1 * torch.randn_like(x), "beta": 0.1 * torch.randn_like(x)}
+
+
+def _norm_run(a: Inputs, impl: str) -> tuple[torch.Tensor, ...]:
+    mean, rstd = F.norm_stats(a["x"], "batch", impl=impl)
+    return (F.normalize_modulate(a["x"], mean, rstd, a["gamma"], a["beta"], offset=1.0, impl=impl),)
+
+
+def _clade_inputs(quick: bool) -> Inputs:
+    c = _x(quick).shape[1]
+    return _modulate_inputs(quick, labels=_labels(quick, 151), weight=torch.rand(151, c), bias=0.1 * torch.randn(151, c))
+
+
+def _sean_conv_inputs(quick: bool) -> Inputs:
+    n, cin, cout = (2, 64, 32) if quick else (4, 512, 256)
+    return {"codes": torch.randn(n, 19, cin), "labels": _labels(quick, 19), "weight": 0.02 * torch.randn(cout, cin, 3, 3),
+            "size": (32, 32) if quick else (64, 64)}
+
+
+def _scn_inputs(quick: bool) -> Inputs:
+    x = _x(quick)
+    n, c, h, w = x.shape
+    mean, rstd = _stats(x)
+    return {"x": x, "mean": mean, "rstd": rstd, "vectors": torch.softmax(torch.randn(n, 4, h, w), 1),
+            "bank": 0.1 * torch.randn(4, 2 * c)}
+
+
+def _scc_inputs(quick: bool) -> Inputs:
+    n, c, h, w = _x(quick).shape
+    return {"vectors": torch.softmax(torch.randn(n, 3, h, w), 1), "candidates": torch.randn(n, 3, c, h, w)}
 
 
 CASES: list[Case] = [
-    Case(
-        "region_pool (mean)",
-        _region_pool,
-        lambda a, impl: F.region_pool(a["x"], a["labels"], 19, True, impl=impl)[:1],
-        "x (4,512,64,64), labels (4,256,256), L=19",
-    ),
-    Case(
-        "region_broadcast",
-        lambda quick: {"codes": torch.randn(2 if quick else 4, 19, 64 if quick else 512), "labels": _labels(quick, 19),
-                       "size": (32, 32) if quick else (64, 64)},
-        lambda a, impl: (F.region_broadcast(a["codes"], a["labels"], *a["size"], impl=impl),),
-        "codes (4,19,512) -> (4,512,64,64), L=19",
-    ),
+    Case("norm_stats+normalize_modulate", _norm_inputs, _norm_run,
+         "batch norm + dense (1 + gamma, beta), x (4,256,64,64)"),
+    Case("class_modulate (CLADE)", _clade_inputs,
+         lambda a, impl: (F.class_modulate(a["x"], a["mean"], a["rstd"], a["labels"], a["weight"], a["bias"], impl=impl),),
+         "x (4,256,64,64), labels (4,256,256), L=151"),
+    Case("region_pool (mean)", lambda quick: {"x": _x(quick, 64 if quick else 512), "labels": _labels(quick, 19)},
+         lambda a, impl: F.region_pool(a["x"], a["labels"], 19, True, impl=impl)[:1],
+         "x (4,512,64,64), labels (4,256,256), L=19"),
+    Case("region_broadcast",
+         lambda quick: {"codes": torch.randn(2 if quick else 4, 19, 64 if quick else 512), "labels": _labels(quick, 19),
+                        "size": (32, 32) if quick else (64, 64)},
+         lambda a, impl: (F.region_broadcast(a["codes"], a["labels"], *a["size"], impl=impl),),
+         "codes (4,19,512) -> (4,512,64,64), L=19"),
+    Case("label_conv (SPADE conv 1)",
+         lambda quick: {"labels": _labels(quick, 151), "weight": 0.02 * torch.randn(128, 151, 3, 3),
+                        "bias": torch.zeros(128), "size": (32, 32) if quick else (64, 64)},
+         lambda a, impl: (F.label_conv(a["labels"], a["weight"], a["bias"], size=a["size"], impl=impl),),
+         "labels (4,256,256), L=151, weight (128,151,3,3), out 64x64"),
+    Case("region_conv (SEAN style conv)", _sean_conv_inputs,
+         lambda a, impl: (F.region_conv(a["codes"], a["labels"], a["weight"], size=a["size"], impl=impl),),
+         "codes (4,19,512), weight (256,512,3,3), out 64x64"),
+    Case("semantic_modulate (SCN)", _scn_inputs,
+         lambda a, impl: (F.semantic_modulate(a["x"], a["mean"], a["rstd"], a["vectors"], a["bank"], impl=impl),),
+         "x (4,256,64,64), K=4"),
+    Case("candidate_combine (SCC)", _scc_inputs,
+         lambda a, impl: (F.candidate_combine(a["vectors"], a["candidates"], impl=impl),),
+         "candidates (4,3,256,64,64)"),
+    Case("intra_class_positional", lambda quick: {"labels": _labels(quick, 151)},
+         lambda a, impl: (F.intra_class_positional(a["labels"], impl=impl),),
+         "labels (4,256,256), L=151 (forward only)"),
 ]
 
 
@@ -82,6 +135,8 @@ def _fwd_bwd(case: Case, inputs: Inputs, impl: str, grads_out: list[torch.Tensor
         g = torch.Generator().manual_seed(seed)
         grads_out = [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in outs]
     names = _grad_inputs(inputs)
+    if not names:  # not differentiable (the positional map)
+        return outs, {}, grads_out
     grads = torch.autograd.grad(outs, [leaves[k] for k in names], grads_out, allow_unused=True)
     return outs, dict(zip(names, grads)), grads_out
 
