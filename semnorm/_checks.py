@@ -42,16 +42,9 @@ def shape(t: torch.Tensor, expected: tuple[int, ...], op: str, name: str) -> Non
 
 def labels(labels: torch.Tensor, batch: int, op: str, num_classes: int | None = None, check_values: bool = True) -> None:
     """Integer (N, Hl, Wl) labels; with ``check_values`` (the reference path) also the value range."""
-    if not isinstance(labels, torch.Tensor):
-        fail(op, f"labels must be a tensor, got {type(labels).__name__}", TypeError)
-    if labels.dtype not in LABEL_DTYPES:
-        fail(op, f"labels must be an integer tensor (uint8, int32 or int64), got {labels.dtype}", TypeError)
-    if labels.dim() != 3:
-        fail(op, f"labels must have 3 dimensions (N, H, W), got shape {tuple(labels.shape)}")
+    label_map(labels, op, check_values=False)
     if labels.shape[0] != batch:
         fail(op, f"labels has batch size {labels.shape[0]} but the activations have {batch}")
-    if labels.numel() == 0:
-        fail(op, f"labels must not be empty, got shape {tuple(labels.shape)}")
     if num_classes is not None:
         if num_classes <= 0:
             fail(op, f"num_classes must be positive, got {num_classes}")
@@ -137,3 +130,11 @@ def label_map(labels: torch.Tensor, op: str, check_values: bool = True) -> None:
         lo = int(labels.min())
         if lo < 0:
             fail(op, f"labels must be non-negative, found {lo}")
+
+
+def region_codes(codes: torch.Tensor, op: str, layout: str = "(N, L, C)") -> None:
+    """Per-region codes: a non-empty floating point tensor of 3 dimensions."""
+    if not isinstance(codes, torch.Tensor) or not codes.is_floating_point():
+        fail(op, f"codes must be a floating point tensor, got {getattr(codes, 'dtype', type(codes).__name__)}", TypeError)
+    if codes.dim() != 3 or codes.numel() == 0:
+        fail(op, f"codes must be a non-empty {layout} tensor, got shape {tuple(codes.shape)}")

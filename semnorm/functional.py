@@ -62,10 +62,7 @@ def region_broadcast(
         (N, C, height, width) in codes' dtype.
     """
     op = "region_broadcast"
-    if not isinstance(codes, torch.Tensor) or not codes.is_floating_point():
-        _checks.fail(op, f"codes must be a floating point tensor, got {getattr(codes, 'dtype', type(codes).__name__)}", TypeError)
-    if codes.dim() != 3 or codes.numel() == 0:
-        _checks.fail(op, f"codes must be a non-empty (N, L, C) tensor, got shape {tuple(codes.shape)}")
+    _checks.region_codes(codes, op)
     if height <= 0 or width <= 0:
         _checks.fail(op, f"height and width must be positive, got {height} x {width}")
     impl = choose_impl(impl, codes.device)
@@ -502,10 +499,7 @@ def region_conv(
         (N, Cout, H, W) in codes' dtype.
     """
     op = "region_conv"
-    if not isinstance(codes, torch.Tensor) or not codes.is_floating_point():
-        _checks.fail(op, f"codes must be a floating point tensor, got {getattr(codes, 'dtype', type(codes).__name__)}", TypeError)
-    if codes.dim() != 3 or codes.numel() == 0:
-        _checks.fail(op, f"codes must be a non-empty (N, L, Cin) tensor, got shape {tuple(codes.shape)}")
+    _checks.region_codes(codes, op, "(N, L, Cin)")
     k = _conv_weight(op, weight, codes.shape[2], "codes' Cin")
     if weight.dtype != codes.dtype:
         _checks.fail(op, f"weight has dtype {weight.dtype} but codes have {codes.dtype}", TypeError)
