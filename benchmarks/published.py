@@ -1,0 +1,110 @@
+"""Eager formulations in the style of the published code, written from COMPAT.md (no code copied).
+
+Each function computes what one semnorm op replaces, the way the published SPADE / CLADE / SEAN /
+SC-GAN code does it: one-hot maps resized in the layer, dense gamma/beta, Python loops over regions
+where the published code loops. They are the baseline of the benchmark suite.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def onehot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(N, H, W) integer labels -> (N, L, H, W) float one-hot, as the published data loaders produce."""
+    n, h, w = labels.shape
+    out = torch.zeros(n, num_classes, h, w, device=labels.device)
+    return out.scatter_(1, labels.long().unsqueeze(1), 1.0)
+
+
+def batch_norm(x: torch.Tensor) -> torch.Tensor:
+    return F.batch_norm(x, None, None, training=True, eps=1e-5)
+
+
+def normalize_modulate(x, gamma, beta):
+    return batch_norm(x) * (1 + gamma) + beta
+
+
+def class_modulate(x, seg, weight, bias):
+    """CLADE: resize the one-hot map, argmax, embedding lookup, permute, dense multiply-add."""
+    seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
+    idx = seg.argmax(1)
+    gamma = F.embedding(idx, weight).permute(0, 3, 1, 2)
+    beta = F.embedding(idx, bias).permute(0, 3, 1, 2)
+    return batch_norm(x) * gamma + beta
+
+
+def region_pool(x, seg):
+    """SEAN's style encoder pooling: a loop over (n, l) with a host sync per region."""
+    seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
+    n, c = x.shape[:2]
+    codes = torch.zeros(n, seg.shape[1], c, dtype=x.dtype, device=x.device)
+    for i in range(n):
+        for j in range(seg.shape[1]):
+            mask = seg.bool()[i, j]
+            area = int(mask.sum())
+            if area > 0:
+                codes[i, j] = x[i].masked_select(mask).reshape(c, area).mean(1)
+    return codes
+
+
+def region_broadcast(codes, seg, size):
+    """SEAN's style map: a loop over (n, l) filling each region with masked_scatter_."""
+    seg = F.interpolate(seg, size=size, mode="nearest")
+    n, num_classes, c = codes.shape
+    out = torch.zeros(n, c, *size, dtype=codes.dtype, device=codes.device)
+    for i in range(n):
+        for j in range(num_classes):
+            mask = seg.bool()[i, j]
+            area = int(mask.sum())
+            if area > 0:
+                value = codes[i, j].view(c, 1).expand(c, area)
+                out[i] = out[i].masked_scatter(mask.expand(c, *size), value)
+    return out
+
+
+def label_conv(seg, weight, bias, size):
+    """SPADE's first convolution over the resized one-hot map."""
+    seg = F.interpolate(seg, size=size, mode="nearest")
+    return F.conv2d(seg, weight, bias, padding=weight.shape[-1] // 2)
+
+
+def region_conv(codes, seg, weight, size):
+    """SEAN's style-map convolution: broadcast loop, then a dense 3x3 conv over style_dim channels."""
+    return F.conv2d(region_broadcast(codes, seg, size), weight, padding=weight.shape[-1] // 2)
+
+
+def semantic_modulate(x, vectors, bank):
+    """SC-GAN's SCN: matmul of the vectors with the bank, split, permutes, dense modulation."""
+    n, k, h, w = vectors.shape
+    c = x.shape[1]
+    params = torch.matmul(vectors.permute(0, 2, 3, 1).reshape(n, h * w, k), bank)  # (N, HW, 2C)
+    params = params.permute(0, 2, 1).reshape(n, 2 * c, h, w)
+    gamma, beta = params.split(c, dim=1)
+    return batch_norm(x) * (1 + gamma) + beta
+
+
+def candidate_combine(vectors, candidates):
+    """SC-GAN's SCC: weight the stacked candidate outputs and sum over candidates."""
+    return (vectors.unsqueeze(2) * candidates).sum(1)
+
+
+def intra_class_positional(labels: torch.Tensor) -> torch.Tensor:
+    """Offline ICPE preprocessing: per image, per class, connected components (scipy), offsets."""
+    from scipy import ndimage
+
+    lab = labels.cpu().numpy()
+    n, h, w = lab.shape
+    out = np.zeros((n, 2, h, w), dtype=np.float32)
+    rows, cols = np.mgrid[0:h, 0:w]
+    for i in range(n):
+        for cls in np.unique(lab[i]):
+            comps, count = ndimage.label(lab[i] == cls, structure=np.ones((3, 3)))
+            for j in range(1, count + 1):
+                m = comps == j
+                dr, dc = rows[m] - rows[m].mean(), cols[m] - cols[m].mean()
+                out[i, 0][m] = dr / (np.abs(dr).max() + 1e-5)
+                out[i, 1][m] = dc / (np.abs(dc).max() + 1e-5)
+    return torch.from_numpy(out)

@@ -1,0 +1,53 @@
+"""Every op, forward and forward+backward, for every provider: ``pytest benchmarks``.
+
+Each result records, besides the times, the bytes the minimal forward algorithm must move, the
+achieved GB/s and its share of the copy bandwidth measured in the same run (forward only).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from cases import CASES
+from bench_env import SMALL, devices, sync
+
+PROVIDERS = ["published", "reference", "compiled", "native"]
+
+
+def _leaves(inputs, names):
+    return {k: (v.detach().clone().requires_grad_() if k in names else v) for k, v in inputs.items()}
+
+
+@pytest.mark.parametrize("device", devices(), ids=lambda d: d.type)
+@pytest.mark.parametrize("mode", ["forward", "forward+backward"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_op(benchmark, copy_bandwidth, case, provider, mode, device):
+    if provider not in case.providers:
+        pytest.skip(f"{case.name} has no {provider} provider (not differentiable or not compilable)")
+    if mode == "forward+backward" and not case.grad:
+        pytest.skip(f"{case.name} is not differentiable")
+    torch.manual_seed(0)
+    inputs = case.make(SMALL, device)
+    run = case.providers[provider]
+    names = case.grad if mode == "forward+backward" else []
+
+    def setup():
+        return (_leaves(inputs, names),), {}
+
+    def step(leaves):
+        outs = run(leaves)
+        if names:
+            torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+        sync(device)
+        return outs
+
+    benchmark.group = f"{case.name} {mode} {device.type}"
+    benchmark.extra_info.update(op=case.name, provider=provider, mode=mode, device=device.type, shape=case.shape,
+                                small=SMALL)
+    benchmark.pedantic(step, setup=setup, rounds=5, warmup_rounds=1, iterations=1)
+    if mode == "forward" and benchmark.stats is not None:
+        seconds = benchmark.stats.stats.median
+        nbytes = case.nbytes(inputs)
+        benchmark.extra_info.update(bytes=nbytes, gbps=nbytes / seconds / 1e9,
+                                    pct_copy=100 * nbytes / seconds / copy_bandwidth[device.type])
