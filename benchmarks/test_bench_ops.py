@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from cases import CASES
-from bench_env import SMALL, devices, sync
+from bench_env import SMALL, THREADS, devices, sync
 
 PROVIDERS = ["published", "reference", "compiled", "native"]
 
@@ -43,7 +43,7 @@ def test_op(benchmark, copy_bandwidth, case, provider, mode, device):
         return outs
 
     benchmark.group = f"{case.name} {mode} {device.type}"
-    benchmark.extra_info.update(op=case.name, provider=provider, mode=mode, device=device.type, shape=case.shape,
+    benchmark.extra_info.update(op=case.name, provider=provider, mode=mode, device=device.type, shape=case.shape, threads=THREADS,
                                 small=SMALL)
     benchmark.pedantic(step, setup=setup, rounds=5, warmup_rounds=1, iterations=1)
     if mode == "forward" and benchmark.stats is not None:

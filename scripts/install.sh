@@ -16,7 +16,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-.venv/bin/python -m pip install -q "$TORCH_SPEC" ninja numpy pytest hypothesis scipy expecttest pytest-benchmark
+.venv/bin/python -m pip install -q "$TORCH_SPEC" ninja numpy pytest hypothesis scipy expecttest pytest-benchmark matplotlib
 
 # torch reads CUDA_HOME when cpp_extension is imported; /usr/local/bin/nvcc is a wrapper that would
 # make it guess /usr/local (see BUILD-NOTES).
