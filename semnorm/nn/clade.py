@@ -126,6 +126,11 @@ class CLADE(nn.Module):
         Returns:
             (N, C, H, W), or (N, C + 1, H, W) with edge=True, in x's dtype.
         """
+        if (isinstance(labels, torch.Tensor) and labels.dim() == 4 and labels.is_floating_point() and not self.positional
+                and isinstance(x, torch.Tensor) and x.dim() == 4 and tuple(labels.shape[-2:]) != tuple(x.shape[-2:])):
+            # published one-hot input: resize (nearest) before the argmax, as the published layer does;
+            # the argmax then runs over x's pixels only (ICPE needs the full-resolution labels instead)
+            labels = TF.interpolate(labels, size=tuple(x.shape[-2:]), mode="nearest")
         labels, edge_map = split_semantic_input(labels, self.label_nc, self.edge, "CLADE", edge)
         if self.edge and edge_map is None:
             if instance is None:
@@ -140,6 +145,11 @@ class CLADE(nn.Module):
         sg = sb = None
         if self.positional:
             sg, sb = self.positional_scales(labels, tuple(x.shape[-2:]), acc, positional_map)
+        h, w = x.shape[-2:]
+        if tuple(labels.shape[-2:]) != (h, w):
+            # sample once at x's resolution (the nearest rule, exactly what the kernel does per pixel):
+            # the forward and backward kernels then read a small contiguous map
+            labels = reference.sample_labels(labels, h, w)
         y = F.class_modulate(x, mean, rstd, labels, affine.weight.to(acc), affine.bias.to(acc),
                              scale_gamma=sg, scale_beta=sb, offset=0.0, impl=self.impl)
         if self.edge:
