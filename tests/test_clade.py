@@ -372,3 +372,21 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="norm"):
         CLADE(4, L, norm="group")
     assert semnorm.CLADE is CLADE
+
+
+def test_modulation_dense_view():
+    layer, sd = build(5, positional=True)
+    labels = natural_labels(2, 16, 16, L)
+    gamma, beta = layer.modulation(labels, (8, 8))
+    arg = TF.interpolate(onehot(labels, L), size=(8, 8), mode="nearest").argmax(1)
+    d = TF.interpolate(F.intra_class_positional(labels, 0), size=(8, 8), mode="nearest")
+    aff = layer.class_specified_affine
+    torch.testing.assert_close(gamma, TF.embedding(arg, aff.weight).permute(0, 3, 1, 2) * (1 + aff.dist_conv_w(d)))
+    torch.testing.assert_close(beta, TF.embedding(arg, aff.bias).permute(0, 3, 1, 2) * (1 + aff.dist_conv_b(d)))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_label_out_of_range_raises(impl):
+    layer, _ = build(4, impl=impl)
+    with pytest.raises(IndexError):
+        layer(torch.randn(2, 4, 4, 4), torch.full((2, 4, 4), L))
