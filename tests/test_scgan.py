@@ -244,3 +244,5 @@ def test_scc_compile_fullgraph(spectral):
     y1.square().sum().backward()
     y2.square().sum().backward()
     torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-4)
+    for (name, a), (_, b) in zip(layer.state_dict().items(), eager.state_dict().items()):  # power iteration
+        torch.testing.assert_close(a, b, msg=name)
