@@ -13,3 +13,6 @@ from ._extension import native_devices, set_default_impl
 __version__ = "0.1.0"
 
 __all__ = ["functional", "reference", "has_extension", "native_devices", "set_default_impl", "__version__"]
+from .nn import CLADE, SCC, SCN  # noqa: E402
+
+__all__ += ["CLADE", "SCN", "SCC"]

@@ -35,3 +35,33 @@ def split_semantic_input(
             f"got dtype {labels.dtype} and shape {tuple(labels.shape)}"
         )
     return labels, edge_map
+
+
+def instance_edges(instance: torch.Tensor) -> torch.Tensor:
+    """Instance-boundary map of an instance-id map, as the SPADE-family data pipelines compute it.
+
+    A pixel is 1 where its instance id differs from any of its 4 neighbours (both sides of a
+    boundary are marked), else 0.
+
+    Args:
+        instance: (N, H, W) or (N, 1, H, W) instance ids (integer, or float holding integers).
+
+    Returns:
+        (N, 1, H, W) float32 edge map on instance's device.
+    """
+    if not isinstance(instance, torch.Tensor):
+        raise TypeError(f"semnorm.instance_edges: instance must be a tensor, got {type(instance).__name__}")
+    if instance.dim() == 4 and instance.shape[1] == 1:
+        instance = instance[:, 0]
+    if instance.dim() != 3 or instance.numel() == 0:
+        raise ValueError(f"semnorm.instance_edges: instance must be a non-empty (N, H, W) or (N, 1, H, W) map, "
+                         f"got shape {tuple(instance.shape)}")
+    t = instance
+    edge = torch.zeros(t.shape, dtype=torch.bool, device=t.device)
+    dx = t[:, :, 1:] != t[:, :, :-1]
+    dy = t[:, 1:, :] != t[:, :-1, :]
+    edge[:, :, 1:] |= dx
+    edge[:, :, :-1] |= dx
+    edge[:, 1:, :] |= dy
+    edge[:, :-1, :] |= dy
+    return edge.unsqueeze(1).to(torch.float32)
