@@ -4,3 +4,6 @@ from .norm import NORMS, ParamFreeNorm
 from .spade import SPADE
 
 __all__ = ["NORMS", "ParamFreeNorm", "SPADE"]
+from .sean import SEAN, region_style_codes  # noqa: E402
+
+__all__ += ["SEAN", "region_style_codes"]
