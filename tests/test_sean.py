@@ -324,6 +324,7 @@ def test_argument_errors():
         layer(x, labels, style[:1])
     with pytest.raises(ValueError, match="noise must have shape"):
         layer(x, labels, style, noise=torch.randn(2, 6, 5))
+    assert int(layer.param_free_norm.num_batches_tracked) == 0  # bad style caught before the norm ran
     with pytest.raises(ValueError, match=r"x must have shape \(N, 4"):
         layer(torch.randn(2, 3, 6, 6), labels, style)
     with pytest.raises(ValueError, match="label_nc"):

@@ -174,6 +174,13 @@ class SEAN(nn.Module):
             raise ValueError(f"semnorm.SEAN: labels have batch size {labels.shape[0]} but x has {x.shape[0]}")
         n, _, h, w = x.shape
         size = (h, w)
+        codes = None
+        if self.use_style:  # style checked before the norm runs (it updates its running statistics)
+            if style is None:
+                raise ValueError("semnorm.SEAN: style codes (N, label_nc, style_dim) are required with the style branch")
+            codes = self.region_codes(style).to(self.conv_gamma.weight.dtype)
+            if codes.shape[0] != n:
+                raise ValueError(f"semnorm.SEAN: style has batch size {codes.shape[0]} but x has {n}")
         acc = opmath_dtype(x.dtype)
         z = scale = None
         if self.noise:
@@ -188,15 +195,9 @@ class SEAN(nn.Module):
         mean, rstd = self.param_free_norm(x, noise=z, noise_scale=scale, impl=self.impl)
         gamma_o, beta_o = self.Spade.modulation(labels, size)
         gamma_o, beta_o = gamma_o.to(x.dtype), beta_o.to(x.dtype)
-        if not self.use_style:
+        if codes is None:
             return F.normalize_modulate(x, mean, rstd, gamma_o, beta_o, noise=z, noise_scale=scale, offset=1.0,
                                         impl=self.impl)
-        if style is None:
-            raise ValueError("semnorm.SEAN: style codes (N, label_nc, style_dim) are required with the style branch")
-        codes = self.region_codes(style)
-        if codes.shape[0] != n:
-            raise ValueError(f"semnorm.SEAN: style has batch size {codes.shape[0]} but x has {n}")
-        codes = codes.to(self.conv_gamma.weight.dtype)
         gamma_s = F.region_conv(codes, labels, self.conv_gamma.weight, self.conv_gamma.bias, size, impl=self.impl)
         beta_s = F.region_conv(codes, labels, self.conv_beta.weight, self.conv_beta.bias, size, impl=self.impl)
         blend = torch.sigmoid(torch.cat([self.blending_gamma, self.blending_beta]).to(acc))
