@@ -180,7 +180,8 @@ class SPADE(nn.Module):
         base = (n_idx * hp + i_idx) * wp + j_idx
         taps = torch.arange(k, device=actv.device)
         offsets = (taps.view(k, 1) * wp + taps.view(1, k)).reshape(-1)
-        patches = rows[base.unsqueeze(1) + offsets.unsqueeze(0)].reshape(base.numel(), k * k * hid)
+        # index_select (backward: index_add_) rather than advanced indexing (backward: a slow accumulate)
+        patches = rows.index_select(0, (base.unsqueeze(1) + offsets.unsqueeze(0)).reshape(-1)).view(base.numel(), k * k * hid)
         c = self.num_features
         weight = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight], 0).permute(0, 2, 3, 1).reshape(2 * c, -1)
         bias = torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias], 0)
@@ -207,10 +208,24 @@ class SPADE(nn.Module):
             return None
         actv = torch.relu(self._hidden(lab, size, edge))
         gamma, beta = self._boundary_modulation(actv, n_idx[rep], i_idx[rep], j_idx[rep])
-        pattern_ids = torch.index_put(lab, (n_idx, i_idx, j_idx), ids + self.label_nc)
-        g_all = torch.cat([g_tab.to(acc), gamma.to(acc)], 0)
-        b_all = torch.cat([b_tab.to(acc), beta.to(acc)], 0)
-        return F.class_modulate(x, mean, rstd, pattern_ids, g_all, b_all, offset=1.0, impl=self.impl)
+        y = F.class_modulate(x, mean, rstd, lab, g_tab.to(acc), b_tab.to(acc), offset=1.0, impl=self.impl)
+        # overwrite the boundary pixels, sample by sample, as (C, B_n) column gathers (cache friendly)
+        c, width = x.shape[1], size[1]
+        gamma_t, beta_t = gamma.to(acc).t().contiguous(), beta.to(acc).t().contiguous()  # (C, U)
+        pix = i_idx * width + j_idx
+        counts = torch.bincount(n_idx, minlength=x.shape[0]).tolist()
+        outs, start = [], 0
+        for n, count in enumerate(counts):
+            yn = y[n].reshape(c, -1)
+            if count:
+                p, u = pix[start:start + count], ids[start:start + count]
+                start += count
+                xn = x[n].reshape(c, -1).index_select(1, p).to(acc)
+                xhat = (xn - mean[n].unsqueeze(1)) * rstd[n].unsqueeze(1)
+                vals = xhat * (1 + gamma_t.index_select(1, u)) + beta_t.index_select(1, u)
+                yn = yn.index_copy(1, p, vals.to(x.dtype))
+            outs.append(yn)
+        return torch.stack(outs).view(y.shape)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, edge: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, C, H, W); labels (N, Hl, Wl) integer or (N, label_nc [+1], Hl, Wl) one-hot; edge (N, 1, Hl, Wl)."""
