@@ -215,13 +215,15 @@ class SPADE(nn.Module):
         pix = i_idx * width + j_idx
         counts = torch.bincount(n_idx, minlength=x.shape[0]).tolist()
         outs, start = [], 0
-        for n, count in enumerate(counts):
-            yn = y[n].reshape(c, -1)
+        # unbind (backward: one stack) rather than y[n] (backward: a full-size zero tensor per sample)
+        for n, (yn, xn, mn, rn, count) in enumerate(zip(y.unbind(0), x.unbind(0), mean.unbind(0), rstd.unbind(0),
+                                                        counts)):
+            yn = yn.reshape(c, -1)
             if count:
                 p, u = pix[start:start + count], ids[start:start + count]
                 start += count
-                xn = x[n].reshape(c, -1).index_select(1, p).to(acc)
-                xhat = (xn - mean[n].unsqueeze(1)) * rstd[n].unsqueeze(1)
+                xn = xn.reshape(c, -1).index_select(1, p).to(acc)
+                xhat = (xn - mn.unsqueeze(1)) * rn.unsqueeze(1)
                 vals = xhat * (1 + gamma_t.index_select(1, u)) + beta_t.index_select(1, u)
                 yn = yn.index_copy(1, p, vals.to(x.dtype))
             outs.append(yn)
