@@ -126,38 +126,75 @@ class SPADE(nn.Module):
             mask = mask | (nz.squeeze(1) > 0)
         return mask
 
-    def _patterns(self, padded: torch.Tensor, radius: int, n_idx: torch.Tensor, i_idx: torch.Tensor,
-                  j_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Distinct (2r+1)^2 label patterns of the given pixels: (inverse (B,) in [0, U), representative (U,)).
-
-        The pattern (labels with label_nc for 'outside the image') is packed into int64 words of
-        base ``label_nc + 1`` digits, exactly; the words are ranked one by one with torch.unique.
-        """
+    def _window_digits(self, padded: torch.Tensor, radius: int, n_idx: torch.Tensor, i_idx: torch.Tensor,
+                       j_idx: torch.Tensor) -> torch.Tensor:
+        """(B, (2r+1)^2) labels of each pixel's neighbourhood, label_nc outside the image."""
         win = 2 * radius + 1
         n, hp, wp = padded.shape
-        flat = padded.reshape(-1)
         taps = torch.arange(win, device=padded.device)
         offsets = (taps.view(win, 1) * wp + taps.view(1, win)).reshape(-1)
         base = (n_idx * hp + i_idx) * wp + j_idx
-        digits = flat[base.unsqueeze(1) + offsets.unsqueeze(0)]  # (B, win*win)
+        return padded.reshape(-1)[base.unsqueeze(1) + offsets.unsqueeze(0)]
+
+    def _unique_rows(self, digits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distinct rows of a (B, D) matrix of digits in [0, label_nc]: (inverse (B,) in [0, U), representative (U,)).
+
+        Exact: the digits are packed into int64 words of base ``label_nc + 1`` and the words ranked
+        one by one with torch.unique (no hashing, no collisions).
+        """
         radix = self.label_nc + 1
         per_word = 1
         while radix ** (per_word + 1) < 2 ** 62:
             per_word += 1
         ids = None
-        for start in range(0, win * win, per_word):
-            word = torch.zeros_like(base)
-            for t in range(start, min(start + per_word, win * win)):
+        for start in range(0, digits.shape[1], per_word):
+            word = digits[:, start]
+            for t in range(start + 1, min(start + per_word, digits.shape[1])):
                 word = word * radix + digits[:, t]
-            if ids is None:
-                ids = torch.unique(word, return_inverse=True)[1]
-            else:
-                rank = torch.unique(word, return_inverse=True)[1]
-                ids = torch.unique(ids * (int(rank.max()) + 1) + rank, return_inverse=True)[1]
+            rank = torch.unique(word, return_inverse=True)[1]
+            ids = rank if ids is None else torch.unique(ids * (int(rank.max()) + 1) + rank, return_inverse=True)[1]
         count = int(ids.max()) + 1
         rep = torch.empty(count, dtype=torch.long, device=ids.device).scatter_(
             0, ids, torch.arange(ids.numel(), device=ids.device))
         return ids, rep
+
+    def _patterns(self, padded: torch.Tensor, radius: int, n_idx: torch.Tensor, i_idx: torch.Tensor,
+                  j_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distinct (2r+1)^2 label patterns of the given pixels: (inverse (B,) in [0, U), representative (U,))."""
+        return self._unique_rows(self._window_digits(padded, radius, n_idx, i_idx, j_idx))
+
+    def _pattern_modulation(self, patterns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """gamma, beta (U, C) of distinct (2k-1)^2 label patterns (U, (2k-1)^2), exactly.
+
+        The k*k hidden vectors a pattern feeds to the second convolution depend on k x k
+        sub-patterns, fewer still once deduplicated (Q of them): hidden ``h_q`` is a sum of k*k
+        gathered weight columns (zero where the sub-pattern's centre is outside the image), then
+        ``P[q, t] = W_t h_q`` for every tap t in one (Q, hidden) x (hidden, k*k*2C) matmul, and a
+        pattern's output is ``bias + sum_t P[q(u, t), t]`` (k*k gathered rows).
+        """
+        k = self.kernel_size
+        win = 2 * k - 1
+        dev = patterns.device
+        taps = torch.arange(k, device=dev)
+        inner = (taps.view(k, 1) * win + taps.view(1, k)).reshape(-1)  # a k x k window at offset 0
+        subs = patterns[:, inner.view(1, -1) + inner.view(-1, 1)]  # (U, k*k positions, k*k digits)
+        sub_ids, sub_rep = self._unique_rows(subs.reshape(-1, k * k))
+        sub_digits = subs.reshape(-1, k * k)[sub_rep]  # (Q, k*k)
+        conv = self.mlp_shared[0]
+        hid = conv.weight.shape[0]
+        w1 = TF.pad(conv.weight[:, : self.label_nc], (0, 0, 0, 0, 0, 1))  # (hid, L + 1, k, k), zero outside
+        table = w1.permute(2, 3, 1, 0).reshape(k * k * (self.label_nc + 1), hid)
+        offsets = torch.arange(k * k, device=dev) * (self.label_nc + 1)
+        h = table.index_select(0, (sub_digits + offsets).reshape(-1)).view(-1, k * k, hid).sum(1)
+        inside = (sub_digits[:, (k * k) // 2] != self.label_nc).unsqueeze(1).to(h.dtype)
+        h = torch.relu(h + conv.bias) * inside  # (Q, hid); zero padding of the hidden map outside
+        c = self.num_features
+        w2 = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight], 0)  # (2C, hid, k, k)
+        proj = h @ w2.permute(1, 2, 3, 0).reshape(hid, k * k * 2 * c).to(h.dtype)  # (Q, k*k*2C)
+        rows = (sub_ids.view(-1, k * k) * (k * k) + torch.arange(k * k, device=dev)).reshape(-1)
+        out = proj.view(-1, 2 * c).index_select(0, rows).view(-1, k * k, 2 * c).sum(1)
+        out = out + torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias], 0).to(out.dtype)
+        return out[:, :c], out[:, c:]
 
     def class_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-class ``(G, B)``, each (label_nc, C): gamma/beta of the network on a constant map of class l
@@ -201,13 +238,16 @@ class SPADE(nn.Module):
             return F.class_modulate(x, mean, rstd, lab, g_tab.to(acc), b_tab.to(acc), offset=1.0, impl=self.impl)
         if self.edge:  # edge values are part of the pattern: no deduplication, one row per boundary pixel
             ids = torch.arange(n_idx.numel(), device=lab.device)
-            rep = ids
+            if self.fast == "auto" and ids.numel() > self.fast_threshold * lab.numel():
+                return None
+            actv = torch.relu(self._hidden(lab, size, edge))
+            gamma, beta = self._boundary_modulation(actv, n_idx, i_idx, j_idx)
         else:
-            ids, rep = self._patterns(padded, radius, n_idx, i_idx, j_idx)
-        if self.fast == "auto" and rep.numel() > self.fast_threshold * lab.numel():
-            return None
-        actv = torch.relu(self._hidden(lab, size, edge))
-        gamma, beta = self._boundary_modulation(actv, n_idx[rep], i_idx[rep], j_idx[rep])
+            digits = self._window_digits(padded, radius, n_idx, i_idx, j_idx)
+            ids, rep = self._unique_rows(digits)
+            if self.fast == "auto" and rep.numel() > self.fast_threshold * lab.numel():
+                return None
+            gamma, beta = self._pattern_modulation(digits[rep])
         y = F.class_modulate(x, mean, rstd, lab, g_tab.to(acc), b_tab.to(acc), offset=1.0, impl=self.impl)
         # overwrite the boundary pixels, sample by sample, as (C, B_n) column gathers (cache friendly)
         c, width = x.shape[1], size[1]
