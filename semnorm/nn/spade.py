@@ -168,9 +168,10 @@ class SPADE(nn.Module):
 
         The k*k hidden vectors a pattern feeds to the second convolution depend on k x k
         sub-patterns, fewer still once deduplicated (Q of them): hidden ``h_q`` is a sum of k*k
-        gathered weight columns (zero where the sub-pattern's centre is outside the image), then
-        ``P[q, t] = W_t h_q`` for every tap t in one (Q, hidden) x (hidden, k*k*2C) matmul, and a
-        pattern's output is ``bias + sum_t P[q(u, t), t]`` (k*k gathered rows).
+        gathered weight columns of the first convolution (zero where the sub-pattern's centre is
+        outside the image: the hidden map's zero padding). Each pattern's k*k hidden vectors are
+        gathered into a (U, k*k*hidden) patch matrix, and one matmul with the gamma/beta weights
+        gives its output. No dense hidden map is built.
         """
         k = self.kernel_size
         win = 2 * k - 1
@@ -189,11 +190,11 @@ class SPADE(nn.Module):
         inside = (sub_digits[:, (k * k) // 2] != self.label_nc).unsqueeze(1).to(h.dtype)
         h = torch.relu(h + conv.bias) * inside  # (Q, hid); zero padding of the hidden map outside
         c = self.num_features
-        w2 = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight], 0)  # (2C, hid, k, k)
-        proj = h @ w2.permute(1, 2, 3, 0).reshape(hid, k * k * 2 * c).to(h.dtype)  # (Q, k*k*2C)
-        rows = (sub_ids.view(-1, k * k) * (k * k) + torch.arange(k * k, device=dev)).reshape(-1)
-        out = proj.view(-1, 2 * c).index_select(0, rows).view(-1, k * k, 2 * c).sum(1)
-        out = out + torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias], 0).to(out.dtype)
+        # patches of the hidden map: (U, k*k*hid) gathered rows of h, then one matmul
+        patches = h.index_select(0, sub_ids).view(-1, k * k * hid)
+        weight = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight], 0).permute(0, 2, 3, 1).reshape(2 * c, -1)
+        bias = torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias], 0)
+        out = torch.addmm(bias.to(patches.dtype), patches, weight.to(patches.dtype).t())
         return out[:, :c], out[:, c:]
 
     def class_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,7 +252,7 @@ class SPADE(nn.Module):
         y = F.class_modulate(x, mean, rstd, lab, g_tab.to(acc), b_tab.to(acc), offset=1.0, impl=self.impl)
         # overwrite the boundary pixels, sample by sample, as (C, B_n) column gathers (cache friendly)
         c, width = x.shape[1], size[1]
-        gamma_t, beta_t = gamma.to(acc).t().contiguous(), beta.to(acc).t().contiguous()  # (C, U)
+        gamma_b, beta_b = gamma.to(acc).index_select(0, ids), beta.to(acc).index_select(0, ids)  # (B, C)
         pix = i_idx * width + j_idx
         counts = torch.bincount(n_idx, minlength=x.shape[0]).tolist()
         outs, start = [], 0
@@ -260,11 +261,12 @@ class SPADE(nn.Module):
                                                         counts)):
             yn = yn.reshape(c, -1)
             if count:
-                p, u = pix[start:start + count], ids[start:start + count]
+                p = pix[start:start + count]
                 start += count
                 xn = xn.reshape(c, -1).index_select(1, p).to(acc)
                 xhat = (xn - mn.unsqueeze(1)) * rn.unsqueeze(1)
-                vals = xhat * (1 + gamma_t.index_select(1, u)) + beta_t.index_select(1, u)
+                gn, bn = gamma_b[start - count:start].t(), beta_b[start - count:start].t()
+                vals = xhat * (1 + gn) + bn
                 yn = yn.index_copy(1, p, vals.to(x.dtype))
             outs.append(yn)
         return torch.stack(outs).view(y.shape)
