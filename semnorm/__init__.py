@@ -13,3 +13,5 @@ from ._extension import native_devices, set_default_impl
 __version__ = "0.1.0"
 
 __all__ = ["functional", "reference", "has_extension", "native_devices", "set_default_impl", "__version__"]
+from .nn import SPADE  # noqa: E402
+__all__ += ["SPADE"]
