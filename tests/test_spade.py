@@ -162,6 +162,15 @@ def test_large_interior_and_absent_classes():
     assert layer.boundary_mask(labels, (40, 40)).float().mean() < 0.5
 
 
+@pytest.mark.parametrize("bag_ratio", [0.0, 1e9], ids=["patch_matmul", "embedding_bag"])
+@pytest.mark.parametrize("k", [3, 5])
+def test_pattern_evaluation_branches(bag_ratio, k, monkeypatch):
+    monkeypatch.setattr(SPADE, "_bag_ratio", bag_ratio)
+    labels = natural_labels(2, 40, 36, L, classes_per_image=3)
+    x = torch.randn(2, C, 20, 18, dtype=torch.float64, requires_grad=True)
+    compare(make_layer("always", k=k), x, labels, published_state(k=k), L)
+
+
 def test_boundary_mask_brute_force():
     layer = make_layer(k=3)
     labels = natural_labels(2, 20, 17, L, classes_per_image=3)

@@ -50,6 +50,10 @@ class SPADE(nn.Module):
             the fast path.
     """
 
+    #: the per-sub-pattern projection (embedding bag) is used when distinct k x k sub-patterns are
+    #: fewer than this fraction of the distinct patterns; else one patch matmul per pattern
+    _bag_ratio: float = 0.8
+
     def __init__(self, num_features: int, label_nc: int, norm: str = "batch", kernel_size: int = 3,
                  hidden: int = 128, edge: bool = False, impl: str | None = None, fast: str = "auto",
                  fast_threshold: float = 0.6) -> None:
@@ -190,11 +194,18 @@ class SPADE(nn.Module):
         inside = (sub_digits[:, (k * k) // 2] != self.label_nc).unsqueeze(1).to(h.dtype)
         h = torch.relu(h + conv.bias) * inside  # (Q, hid); zero padding of the hidden map outside
         c = self.num_features
-        # patches of the hidden map: (U, k*k*hid) gathered rows of h, then one matmul
-        patches = h.index_select(0, sub_ids).view(-1, k * k * hid)
-        weight = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight], 0).permute(0, 2, 3, 1).reshape(2 * c, -1)
-        bias = torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias], 0)
-        out = torch.addmm(bias.to(patches.dtype), patches, weight.to(patches.dtype).t())
+        w2 = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight], 0)  # (2C, hid, k, k)
+        if sub_rep.numel() < self._bag_ratio * patterns.shape[0]:
+            # few distinct sub-patterns: project each once per tap, P[q, t] = W_t h_q (one matmul),
+            # then a pattern's output is the sum of its k*k rows P[q(u, t), t] (an embedding bag)
+            proj = h @ w2.permute(1, 2, 3, 0).reshape(hid, k * k * 2 * c).to(h.dtype)  # (Q, k*k*2C)
+            rows = sub_ids.view(-1, k * k) * (k * k) + torch.arange(k * k, device=dev)
+            out = TF.embedding_bag(rows, proj.view(-1, 2 * c), mode="sum")
+        else:
+            # patches of the hidden map: (U, k*k*hid) gathered rows of h, then one matmul
+            patches = h.index_select(0, sub_ids).view(-1, k * k * hid)
+            out = patches @ w2.permute(0, 2, 3, 1).reshape(2 * c, -1).to(patches.dtype).t()
+        out = out + torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias], 0).to(out.dtype)
         return out[:, :c], out[:, c:]
 
     def class_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,18 +266,17 @@ class SPADE(nn.Module):
         gamma_b, beta_b = gamma.to(acc).index_select(0, ids), beta.to(acc).index_select(0, ids)  # (B, C)
         pix = i_idx * width + j_idx
         counts = torch.bincount(n_idx, minlength=x.shape[0]).tolist()
-        outs, start = [], 0
-        # unbind (backward: one stack) rather than y[n] (backward: a full-size zero tensor per sample)
-        for n, (yn, xn, mn, rn, count) in enumerate(zip(y.unbind(0), x.unbind(0), mean.unbind(0), rstd.unbind(0),
-                                                        counts)):
+        outs = []
+        # unbind/split (backward: one stack/cat) rather than indexing per sample (backward: a full-size
+        # zero tensor per sample)
+        per_sample = zip(y.unbind(0), x.unbind(0), mean.unbind(0), rstd.unbind(0), pix.split(counts),
+                         gamma_b.split(counts), beta_b.split(counts))
+        for yn, xn, mn, rn, p, gn, bn in per_sample:
             yn = yn.reshape(c, -1)
-            if count:
-                p = pix[start:start + count]
-                start += count
+            if p.numel():
                 xn = xn.reshape(c, -1).index_select(1, p).to(acc)
                 xhat = (xn - mn.unsqueeze(1)) * rn.unsqueeze(1)
-                gn, bn = gamma_b[start - count:start].t(), beta_b[start - count:start].t()
-                vals = xhat * (1 + gn) + bn
+                vals = xhat * (1 + gn.t()) + bn.t()
                 yn = yn.index_copy(1, p, vals.to(x.dtype))
             outs.append(yn)
         return torch.stack(outs).view(y.shape)
