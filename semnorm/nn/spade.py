@@ -263,20 +263,22 @@ class SPADE(nn.Module):
         y = F.class_modulate(x, mean, rstd, lab, g_tab.to(acc), b_tab.to(acc), offset=1.0, impl=self.impl)
         # overwrite the boundary pixels, sample by sample, as (C, B_n) column gathers (cache friendly)
         c, width = x.shape[1], size[1]
-        gamma_b, beta_b = gamma.to(acc).index_select(0, ids), beta.to(acc).index_select(0, ids)  # (B, C)
+        # (C, B) per-pixel values: each sample's block is then a (C, B_n) view with contiguous rows
+        gamma_b = gamma.to(acc).t().contiguous().index_select(1, ids)
+        beta_b = beta.to(acc).t().contiguous().index_select(1, ids)
         pix = i_idx * width + j_idx
         counts = torch.bincount(n_idx, minlength=x.shape[0]).tolist()
         outs = []
         # unbind/split (backward: one stack/cat) rather than indexing per sample (backward: a full-size
         # zero tensor per sample)
         per_sample = zip(y.unbind(0), x.unbind(0), mean.unbind(0), rstd.unbind(0), pix.split(counts),
-                         gamma_b.split(counts), beta_b.split(counts))
+                         gamma_b.split(counts, 1), beta_b.split(counts, 1))
         for yn, xn, mn, rn, p, gn, bn in per_sample:
             yn = yn.reshape(c, -1)
             if p.numel():
                 xn = xn.reshape(c, -1).index_select(1, p).to(acc)
                 xhat = (xn - mn.unsqueeze(1)) * rn.unsqueeze(1)
-                vals = xhat * (1 + gn.t()) + bn.t()
+                vals = xhat * (1 + gn) + bn
                 yn = yn.index_copy(1, p, vals.to(x.dtype))
             outs.append(yn)
         return torch.stack(outs).view(y.shape)
