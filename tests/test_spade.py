@@ -71,7 +71,7 @@ def compare(layer, x, labels, sd, num_classes, edge=None, tol=1e-9, norm="batch"
 
 
 def make_layer(fast="auto", impl=None, k=3, edge=False, norm="batch", num_classes=L, c=C, dtype=torch.float64,
-               threshold=0.6):
+               threshold=0.5):
     layer = SPADE(c, num_classes, norm=norm, kernel_size=k, hidden=HID, edge=edge, impl=impl, fast=fast,
                   fast_threshold=threshold).to(dtype)
     if norm != "instance":

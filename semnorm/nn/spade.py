@@ -56,7 +56,7 @@ class SPADE(nn.Module):
 
     def __init__(self, num_features: int, label_nc: int, norm: str = "batch", kernel_size: int = 3,
                  hidden: int = 128, edge: bool = False, impl: str | None = None, fast: str = "auto",
-                 fast_threshold: float = 0.6) -> None:
+                 fast_threshold: float = 0.5) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"semnorm.SPADE: kernel_size must be odd, got {kernel_size}")
