@@ -274,6 +274,12 @@ def test_bad_inputs():
         layer(torch.randn(2, C, 4, 4, dtype=torch.float64), torch.zeros(3, 4, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="kernel_size"):
         SPADE(C, L, kernel_size=2)
+    for fast in FASTS:
+        for bad in (L, -1):
+            labels = torch.zeros(2, 4, 4, dtype=torch.long)
+            labels[1, 2, 3] = bad
+            with pytest.raises(IndexError, match="labels must lie"):
+                make_layer(fast)(torch.randn(2, C, 4, 4, dtype=torch.float64), labels)
 
 
 def test_exported():

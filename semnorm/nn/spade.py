@@ -243,6 +243,10 @@ class SPADE(nn.Module):
         size = tuple(x.shape[-2:])
         acc = opmath_dtype(x.dtype)
         lab, padded, radius = self._padded_labels(labels, size)
+        lo, hi = torch.aminmax(lab)
+        if int(lo) < 0 or int(hi) >= self.label_nc:
+            bad = int(lo) if int(lo) < 0 else int(hi)
+            raise IndexError(f"semnorm.SPADE: labels must lie in [0, {self.label_nc}), found {bad}")
         mask = self._boundary_mask(lab, padded, radius, edge)
         n_idx, i_idx, j_idx = mask.nonzero(as_tuple=True)
         g_tab, b_tab = self.class_tables()
