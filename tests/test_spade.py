@@ -132,6 +132,13 @@ def test_edge_channel(fast):
         layer(x, labels)
 
 
+@pytest.mark.parametrize("label_dtype", [torch.int32, torch.uint8])
+def test_label_dtypes(label_dtype):
+    labels = natural_labels(2, 32, 32, L, classes_per_image=2)
+    x = torch.randn(2, C, 16, 16, dtype=torch.float64, requires_grad=True)
+    compare(make_layer("always"), x, labels.to(label_dtype), published_state(), L)
+
+
 def test_one_hot_input():
     labels = natural_labels(2, 24, 24, L, classes_per_image=3)
     onehot = TF.one_hot(labels, L).permute(0, 3, 1, 2).double()
