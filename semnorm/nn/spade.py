@@ -26,10 +26,12 @@ class SPADE(nn.Module):
     ``r = 2 * (k // 2)`` pixels (its "pattern", with a distinct value for outside the image). A pixel
     whose pattern lies inside the image and inside one class ``l`` gets the per-class values
     ``G[l], B[l]`` (the network on a constant map of class l, computed once per call from the
-    weights). The other ("boundary") pixels are grouped by distinct pattern; the second convolution
-    is evaluated once per distinct pattern (a gather of hidden patches and one matmul), and the
-    whole layer then runs as one :func:`semnorm.functional.class_modulate` over a table of
-    ``label_nc + U`` rows indexed by a per-pixel pattern id: no dense gamma/beta is written.
+    weights); all pixels go through one :func:`semnorm.functional.class_modulate` with those tables
+    (no dense gamma/beta, no one-hot map). The other ("boundary") pixels, near a class boundary or the
+    image border, are grouped by distinct pattern (exact packing of the labels into int64 words and
+    torch.unique, no hashing); the network is evaluated once per distinct pattern (hidden vectors
+    from distinct k x k sub-patterns as gathered weight columns, then an embedding bag over
+    per-tap projections or one patch matmul) and the boundary pixels of the output are overwritten.
     With an edge map, a pixel is also boundary when any edge value in its neighbourhood is nonzero,
     and boundary pixels are not deduplicated (edge values are floats). ``fast="auto"`` takes the
     fast path when the distinct boundary patterns are at most ``fast_threshold`` times the pixel
