@@ -108,3 +108,41 @@ def intra_class_positional(labels: torch.Tensor) -> torch.Tensor:
                 out[i, 0][m] = dr / (np.abs(dr).max() + 1e-5)
                 out[i, 1][m] = dc / (np.abs(dc).max() + 1e-5)
     return torch.from_numpy(out)
+
+
+# ---- whole layers, on the parameters of a semnorm layer (same names as the published modules)
+
+
+def spade_layer(layer, x, seg):
+    """Published SPADE: resized one-hot -> conv -> relu -> conv gamma / beta, BN, (1 + gamma)."""
+    seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
+    actv = layer.mlp_shared(seg)
+    return batch_norm(x) * (1 + layer.mlp_gamma(actv)) + layer.mlp_beta(actv)
+
+
+def clade_layer(layer, x, seg):
+    p = layer.class_specified_affine
+    return class_modulate(x, seg, p.weight, p.bias)
+
+
+def scn_layer(layer, x, vectors):
+    return semantic_modulate(x, vectors, layer.affine_params_groups)
+
+
+def sean_layer(layer, x, seg, style, noise):
+    """Published SEAN (ACE): noise before BN, per-class fc + relu, per-(n, class) masked fill of the
+    style map, dense conv_gamma / conv_beta, the SPADE mask branch, sigmoid blend."""
+    x = x + noise.unsqueeze(1) * layer.noise_var.view(1, -1, 1, 1)
+    normalized = batch_norm(x)
+    seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
+    n, num_classes = seg.shape[:2]
+    codes = torch.stack([torch.relu(getattr(layer, f"fc_mu{j}")(style[:, j])) for j in range(num_classes)], 1)
+    style_map = region_broadcast(codes, seg, tuple(x.shape[2:]))
+    gamma_s, beta_s = layer.conv_gamma(style_map), layer.conv_beta(style_map)
+    spade = layer.Spade
+    actv = spade.mlp_shared(seg)
+    gamma_o, beta_o = spade.mlp_gamma(actv), spade.mlp_beta(actv)
+    a_g, a_b = torch.sigmoid(layer.blending_gamma), torch.sigmoid(layer.blending_beta)
+    gamma = a_g * gamma_s + (1 - a_g) * gamma_o
+    beta = a_b * beta_s + (1 - a_b) * beta_o
+    return normalized * (1 + gamma) + beta
