@@ -70,6 +70,8 @@ def together(op: str, **tensors: torch.Tensor | None) -> None:
     given = [name for name, t in tensors.items() if t is not None]
     if given and len(given) != len(tensors):
         fail(op, f"{' and '.join(tensors)} must be given together, got only {', '.join(given)}")
+
+
 def opmath_tensor(t: torch.Tensor, x: torch.Tensor, expected: tuple[int, ...], op: str, name: str) -> None:
     """A float tensor of shape ``expected`` in x's opmath dtype on x's device (statistics, tables, maps)."""
     if not isinstance(t, torch.Tensor):
@@ -101,6 +103,8 @@ def pixel_map(t: torch.Tensor | None, x: torch.Tensor, op: str, name: str) -> No
     """Optional per-pixel (N, H, W) map in x's opmath dtype."""
     if t is not None:
         opmath_tensor(t, x, (x.shape[0], x.shape[2], x.shape[3]), op, name)
+
+
 def floating(t: torch.Tensor, op: str, name: str, dim: int | None = None) -> None:
     """A non-empty floating point tensor (with ``dim`` dimensions when given)."""
     if not isinstance(t, torch.Tensor):
@@ -116,6 +120,8 @@ def floating(t: torch.Tensor, op: str, name: str, dim: int | None = None) -> Non
 def dtype(t: torch.Tensor, expected: torch.dtype, op: str, name: str) -> None:
     if t.dtype != expected:
         fail(op, f"{name} must have dtype {expected}, got {t.dtype}", TypeError)
+
+
 def label_map(labels: torch.Tensor, op: str, check_values: bool = True) -> None:
     """Integer (N, H, W) non-empty labels with no upper bound; with ``check_values`` also non-negative."""
     if not isinstance(labels, torch.Tensor):

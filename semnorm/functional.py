@@ -18,7 +18,21 @@ from . import _checks, reference
 from . import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
 from ._extension import choose_impl
 
-__all__ = ["region_pool", "region_broadcast"]
+__all__ = [
+    "region_pool",
+    "region_broadcast",
+    "channel_moments",
+    "norm_stats",
+    "normalize_modulate",
+    "class_modulate",
+    "label_tap_gather",
+    "label_conv",
+    "region_conv",
+    "semantic_modulate",
+    "candidate_combine",
+    "semantic_vectors",
+    "intra_class_positional",
+]
 
 
 def region_pool(
@@ -76,7 +90,6 @@ def region_broadcast(
 # ----------------------------------------------------------------------------------------------
 # norm statistics and normalize-modulate
 
-__all__ += ["channel_moments", "norm_stats", "normalize_modulate"]
 
 NORMS = ("batch", "instance", "syncbatch")
 
@@ -299,7 +312,10 @@ def normalize_modulate(
             x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, float(offset)
         )
     return reference.normalize_modulate(x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, offset)
-__all__ += ["class_modulate"]
+
+
+# ----------------------------------------------------------------------------------------------
+# class modulate (CLADE guided sampling + normalize + modulate)
 
 
 def class_modulate(
@@ -355,7 +371,10 @@ def class_modulate(
     if impl == "native":
         return torch.ops.semnorm.class_modulate(x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta, float(offset))
     return reference.class_modulate(x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta, float(offset))
-__all__ += ["label_tap_gather", "label_conv", "region_conv"]
+
+
+# ----------------------------------------------------------------------------------------------
+# label conv: k x k convolutions of one-hot labels / broadcast region codes as gathers
 
 
 def _check_kernel_size(op: str, kernel_size: int) -> None:
@@ -511,7 +530,10 @@ def region_conv(
     table = torch.einsum("oit,nli->notl", weight.reshape(c_out, c_in, k * k).to(acc), codes.to(acc)).to(codes.dtype)
     out = label_tap_gather(table, labels, k, height, width, impl=impl)
     return _add_bias(op, out, weight, bias)
-__all__ += ["semantic_modulate", "candidate_combine", "semantic_vectors"]
+
+
+# ----------------------------------------------------------------------------------------------
+# SC-GAN: semantic modulate (SCN), candidate combine (SCC)
 
 
 def semantic_vectors(logits: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
@@ -606,7 +628,10 @@ def candidate_combine(vectors: torch.Tensor, candidates: torch.Tensor, *, impl: 
     if impl == "native":
         return torch.ops.semnorm.candidate_combine(vectors, candidates)
     return reference.candidate_combine(vectors, candidates)
-__all__ += ["intra_class_positional"]
+
+
+# ----------------------------------------------------------------------------------------------
+# intra-class positional encoding (CLADE-ICPE)
 
 
 def intra_class_positional(

@@ -109,6 +109,9 @@ def normalize_modulate(
         b = blend[1] * b + (1 - blend[1]) * beta2.to(acc)
     y = (xe - mean[:, :, None, None]) * rstd[:, :, None, None] * (offset + g) + b
     return y.to(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
 # class modulate (CLADE guided sampling + normalize + modulate)
 
 
@@ -138,6 +141,9 @@ def class_modulate(
         beta = beta * scale_beta.to(acc).unsqueeze(1)
     xhat = (x.to(acc) - mean.to(acc).view(n, c, 1, 1)) * rstd.to(acc).view(n, c, 1, 1)
     return (xhat * (offset + gamma) + beta).to(x.dtype).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
 # label conv (label_tap_gather)
 
 
@@ -162,6 +168,9 @@ def label_tap_gather(table: torch.Tensor, labels: torch.Tensor, kernel_size: int
             term = tab[:, :, ty * kernel_size + tx].gather(2, idx)
             out = term if out is None else out + term
     return out.reshape(n, c, height, width).to(table.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
 # semantic modulate (SCN) / candidate combine (SCC)
 
 
@@ -184,6 +193,9 @@ def candidate_combine(vectors: torch.Tensor, candidates: torch.Tensor) -> torch.
 def semantic_vectors(logits: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
     acc = opmath_dtype(logits.dtype)
     return torch.softmax(logits.to(acc) * temperature, dim=1).to(logits.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
 # intra-class positional encoding (CLADE-ICPE)
 
 
