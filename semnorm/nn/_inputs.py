@@ -5,17 +5,22 @@ from __future__ import annotations
 import torch
 
 from .._checks import LABEL_DTYPES
+from ..reference import nearest_indices
 
 
 def split_semantic_input(
-    labels: torch.Tensor, label_nc: int, edge: bool, layer: str, edge_map: torch.Tensor | None = None
+    labels: torch.Tensor, label_nc: int, edge: bool, layer: str, edge_map: torch.Tensor | None = None,
+    size: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Return ``(labels (N, H, W) integer, edge map (N, 1, H, W) or None)``.
 
     ``labels`` is either an integer map (N, H, W) with values in [0, label_nc) or, for drop-in use
     with published code, the one-hot semantic map (N, label_nc [+ 1 edge channel], H, W) that the
     SPADE-family data loaders produce; the class is its argmax over the first ``label_nc`` channels
-    and, when the layer uses instance edges, the last channel is the edge map.
+    and, when the layer uses instance edges, the last channel is the edge map. With ``size``, a one-hot
+    map at another resolution is first sampled at ``size`` with the nearest rule (one gather): the
+    labels equal those sampled after the argmax, with the argmax run over ``size`` pixels only. Pass
+    it only where the layer needs the labels at that size alone.
     """
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"semnorm.{layer}: labels must be a tensor, got {type(labels).__name__}")
@@ -26,6 +31,10 @@ def split_semantic_input(
                 f"semnorm.{layer}: a one-hot labels tensor must have {expected} channels "
                 f"(label_nc={label_nc}{' + 1 edge channel' if edge else ''}), got shape {tuple(labels.shape)}"
             )
+        if size is not None and tuple(labels.shape[-2:]) != tuple(size):
+            rows = nearest_indices(labels.shape[2], int(size[0]), labels.device)
+            cols = nearest_indices(labels.shape[3], int(size[1]), labels.device)
+            labels = labels[:, :, rows[:, None], cols[None, :]]
         if edge and edge_map is None:
             edge_map = labels[:, label_nc:]
         return labels[:, :label_nc].argmax(1), edge_map

@@ -126,15 +126,9 @@ class CLADE(nn.Module):
         Returns:
             (N, C, H, W), or (N, C + 1, H, W) with edge=True, in x's dtype.
         """
-        if (isinstance(labels, torch.Tensor) and labels.dim() == 4 and labels.is_floating_point() and not self.positional
-                and isinstance(x, torch.Tensor) and x.dim() == 4 and tuple(labels.shape[-2:]) != tuple(x.shape[-2:])):
-            # published one-hot input: resize (nearest) before the argmax, as the published layer does;
-            # the argmax then runs over x's pixels only (ICPE needs the full-resolution labels instead)
-            # (one gather with the nearest rule's indices: identical to F.interpolate(mode="nearest"), faster)
-            rows = reference.nearest_indices(labels.shape[2], x.shape[2], labels.device)
-            cols = reference.nearest_indices(labels.shape[3], x.shape[3], labels.device)
-            labels = labels[:, :, rows[:, None], cols[None, :]]
-        labels, edge_map = split_semantic_input(labels, self.label_nc, self.edge, "CLADE", edge)
+        # ICPE needs the labels at full resolution; otherwise a one-hot map is sampled at x's size first
+        size = None if self.positional or not (isinstance(x, torch.Tensor) and x.dim() == 4) else tuple(x.shape[-2:])
+        labels, edge_map = split_semantic_input(labels, self.label_nc, self.edge, "CLADE", edge, size=size)
         if self.edge and edge_map is None:
             if instance is None:
                 raise ValueError("semnorm.CLADE: this layer was built with edge=True and needs an edge map: pass "

@@ -166,10 +166,10 @@ class SEAN(nn.Module):
         Returns:
             y (N, C, H, W) in x's dtype.
         """
-        labels, _ = split_semantic_input(labels, self.label_nc, False, "SEAN")
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.num_features:
             raise ValueError(f"semnorm.SEAN: x must have shape (N, {self.num_features}, H, W), "
                              f"got {tuple(getattr(x, 'shape', ()))}")
+        labels, _ = split_semantic_input(labels, self.label_nc, False, "SEAN", size=tuple(x.shape[-2:]))
         if labels.shape[0] != x.shape[0]:
             raise ValueError(f"semnorm.SEAN: labels have batch size {labels.shape[0]} but x has {x.shape[0]}")
         n, _, h, w = x.shape

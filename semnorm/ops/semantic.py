@@ -71,8 +71,8 @@ def _combine_setup(ctx, inputs, output):
 
 def _combine_backward(ctx, grad_y):
     vectors, candidates = ctx.saved_tensors
-    gv, gc = torch.ops.semnorm.candidate_combine_backward(grad_y, vectors, candidates)
-    return (gv if ctx.needs_input_grad[0] else None, gc if ctx.needs_input_grad[1] else None)
+    grads = torch.ops.semnorm.candidate_combine_backward(grad_y, vectors, candidates)
+    return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
 
 
 if LOADED:
