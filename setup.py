@@ -14,7 +14,7 @@ import sys
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-PACKAGES = ["semnorm", "semnorm.ops", "semnorm.nn", "semnorm.models", "semnorm.training"]
+PACKAGES = ["semnorm", "semnorm.ops", "semnorm.nn", "semnorm.triton", "semnorm.models", "semnorm.training"]
 PACKAGE_DIR = {
     "semnorm": "semnorm",
     "semnorm.ops": "semnorm/ops",

@@ -7,6 +7,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <c10/macros/Macros.h>
 #include <c10/util/Exception.h>
 #include <c10/util/irange.h>
 
@@ -65,12 +66,12 @@ inline at::ScalarType opmath_dtype(at::ScalarType t) {
 
 // PyTorch's legacy 'nearest' source index (ATen UpSample.h: nearest_idx with no explicit scale),
 // reproduced bit for bit, float arithmetic included, so labels sampled here equal
-// F.interpolate(labels, size=(H, W), mode='nearest').
-inline int64_t nearest_source_index(int64_t dst, int64_t in_size, int64_t out_size) {
+// F.interpolate(labels, size=(H, W), mode='nearest'). Host and device (CUDA kernels use it too).
+C10_HOST_DEVICE inline int64_t nearest_source_index(int64_t dst, int64_t in_size, int64_t out_size) {
   if (out_size == in_size) return dst;
   if (out_size == 2 * in_size) return dst >> 1;
   const float scale = static_cast<float>(in_size) / static_cast<float>(out_size);
-  const int64_t src = static_cast<int64_t>(std::floor(static_cast<float>(dst) * scale));
+  const int64_t src = static_cast<int64_t>(floorf(static_cast<float>(dst) * scale));
   return src < in_size - 1 ? src : in_size - 1;
 }
 
@@ -87,13 +88,20 @@ void dispatch_label_type(at::ScalarType st, const char* op, F&& f) {
 }
 
 // Checks labels: integer (uint8/int32/int64), shape (batch, Hl, Wl), values in [0, num_classes);
-// returns them sampled at (height, width) as a contiguous int32 (batch, height, width) tensor.
-// Every input label is range-checked, sampled or not, so bad input never passes silently.
+// returns them sampled at (height, width) as a contiguous int32 (batch, height, width) tensor on the
+// labels' device. Every input label is range-checked, sampled or not, so bad input never passes
+// silently (on CUDA this costs one device-to-host copy of a flag per call: see csrc/cuda/labels.cu).
 Tensor sample_labels(const Tensor& labels, int64_t batch, int64_t height, int64_t width, int64_t num_classes,
                      const char* op);
 
-// Range check alone (returns the labels contiguous, original dtype unchanged).
+// Range check alone, CPU labels.
 void check_label_values(const Tensor& labels, int64_t num_classes, const char* op);
+
+#ifdef SEMNORM_WITH_CUDA
+// The CUDA twins (csrc/cuda/labels.cu); sample_labels calls them for CUDA labels.
+void check_label_values_cuda(const Tensor& labels, int64_t num_classes, const char* op);
+Tensor sample_labels_cuda(const Tensor& labels, int64_t batch, int64_t height, int64_t width, const char* op);
+#endif
 
 // Common checks on the (N, C, H, W) activation tensor.
 inline void check_activation(const Tensor& x, const char* op, const char* name = "x") {

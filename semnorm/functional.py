@@ -1,9 +1,10 @@
 """The functional API: one documented function per op of the label-indexed family.
 
-Every function validates its arguments (errors name the argument), then runs either the compiled
-kernels through ``torch.ops.semnorm`` (``impl="native"``) or the pure-PyTorch reference
-(``impl="reference"``); ``impl=None`` picks the native kernels wherever this build has them for the
-tensors' device (see :mod:`semnorm._extension`). Both are differentiable and work under
+Every function validates its arguments (errors name the argument), then runs the compiled kernels
+through ``torch.ops.semnorm`` (``impl="native"``), the Triton kernels through
+``torch.ops.semnorm_triton`` (``impl="triton"``) or the pure-PyTorch reference
+(``impl="reference"``); ``impl=None`` picks the fastest backend this build has for the tensors'
+device (see :mod:`semnorm._extension`). All are differentiable and work under
 ``torch.compile(fullgraph=True)``.
 
 Shapes: ``x`` is (N, C, H, W); ``labels`` is (N, Hl, Wl) uint8/int32/int64 at any resolution, sampled
@@ -16,7 +17,7 @@ import torch
 
 from . import _checks, reference
 from . import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
-from ._extension import choose_impl
+from ._extension import choose_impl, op_namespace
 
 __all__ = [
     "region_pool",
@@ -45,7 +46,7 @@ def region_pool(
         labels: (N, Hl, Wl) integer labels in [0, num_classes), sampled at (H, W).
         num_classes: number of regions L.
         mean: average (True) or sum (False) over each region's pixels.
-        impl: "native", "reference" or None (automatic).
+        impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
         ``(pooled, counts)``: pooled (N, L, C) in x's dtype, zero for labels absent from a sample;
@@ -53,11 +54,11 @@ def region_pool(
     """
     op = "region_pool"
     _checks.activation(x, op)
-    impl = choose_impl(impl, x.device)
+    impl = choose_impl(impl, x.device, op)
     _checks.labels(labels, x.shape[0], op, num_classes, check_values=impl == "reference")
     _checks.same_device(op, x, "x", labels=labels)
-    if impl == "native":
-        return torch.ops.semnorm.region_pool(x, labels, num_classes, mean)
+    if impl != "reference":
+        return op_namespace(impl).region_pool(x, labels, num_classes, mean)
     return reference.region_pool(x, labels, num_classes, mean)
 
 
@@ -70,7 +71,7 @@ def region_broadcast(
         codes: (N, L, C) per-region codes, any floating dtype.
         labels: (N, Hl, Wl) integer labels in [0, L), sampled at (height, width).
         height, width: output resolution.
-        impl: "native", "reference" or None (automatic).
+        impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
         (N, C, height, width) in codes' dtype.
@@ -79,11 +80,11 @@ def region_broadcast(
     _checks.region_codes(codes, op)
     if height <= 0 or width <= 0:
         _checks.fail(op, f"height and width must be positive, got {height} x {width}")
-    impl = choose_impl(impl, codes.device)
+    impl = choose_impl(impl, codes.device, op)
     _checks.labels(labels, codes.shape[0], op, codes.shape[1], check_values=impl == "reference")
     _checks.same_device(op, codes, "codes", labels=labels)
-    if impl == "native":
-        return torch.ops.semnorm.region_broadcast(codes, labels, height, width)
+    if impl != "reference":
+        return op_namespace(impl).region_broadcast(codes, labels, height, width)
     return reference.region_broadcast(codes, labels, height, width)
 
 
@@ -122,7 +123,7 @@ def channel_moments(
         noise: optional (N, H, W) per-pixel noise in x's opmath dtype (SEAN); the statistics are those
             of ``x + noise_scale[c] * noise[n, h, w]``.
         noise_scale: (C,) per-channel noise strength in x's opmath dtype; given with ``noise``.
-        impl: "native", "reference" or None (automatic).
+        impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
         ``(mean, m2)``, both (N, C) or (C,) in x's opmath dtype. Differentiable wrt x, noise and
@@ -131,9 +132,9 @@ def channel_moments(
     op = "channel_moments"
     _checks.activation(x, op)
     _check_noise(x, noise, noise_scale, op)
-    impl = choose_impl(impl, x.device)
-    if impl == "native":
-        return torch.ops.semnorm.channel_moments(x, bool(per_instance), noise, noise_scale)
+    impl = choose_impl(impl, x.device, op)
+    if impl != "reference":
+        return op_namespace(impl).channel_moments(x, bool(per_instance), noise, noise_scale)
     return reference.channel_moments(x, bool(per_instance), noise, noise_scale)
 
 
@@ -199,7 +200,7 @@ def norm_stats(
         noise: optional (N, H, W) noise in x's opmath dtype; statistics of
             ``x + noise_scale[c] * noise`` (SEAN adds noise before the norm).
         noise_scale: (C,) in x's opmath dtype, given with ``noise``.
-        impl: "native", "reference" or None (automatic), for the moments.
+        impl: "native", "triton", "reference" or None (automatic), for the moments.
 
     Returns:
         ``(mean, rstd)``, both (N, C) contiguous in x's opmath dtype (batch statistics expanded over N).
@@ -288,7 +289,7 @@ def normalize_modulate(
         noise: optional (N, H, W) noise in opmath dtype; ``x_eff = x + noise_scale[c] * noise``.
         noise_scale: (C,) in opmath dtype, given with ``noise``.
         offset: constant added to g (1 for SPADE/SEAN/SC-GAN, 0 for CLADE-style ``xhat * gamma``).
-        impl: "native", "reference" or None (automatic).
+        impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
         y (N, C, H, W) contiguous in x's dtype.
@@ -306,9 +307,9 @@ def normalize_modulate(
         _checks.like_x(beta2, x, op, "beta2")
         _checks.opmath_tensor(blend, x, (2,), op, "blend")
     _check_noise(x, noise, noise_scale, op)
-    impl = choose_impl(impl, x.device)
-    if impl == "native":
-        return torch.ops.semnorm.normalize_modulate(
+    impl = choose_impl(impl, x.device, op)
+    if impl != "reference":
+        return op_namespace(impl).normalize_modulate(
             x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, float(offset)
         )
     return reference.normalize_modulate(x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, offset)
@@ -350,7 +351,7 @@ def class_modulate(
         scale_gamma: optional (N, H, W) ICPE factor ``1 + dist_conv_w(D)`` multiplying gamma, opmath dtype.
         scale_beta: optional (N, H, W) ICPE factor ``1 + dist_conv_b(D)`` multiplying beta, opmath dtype.
         offset: constant added to gamma (0 for CLADE).
-        impl: "native", "reference" or None (automatic).
+        impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
         (N, C, H, W) contiguous, in x's dtype. Differentiable in x, mean, rstd, weight, bias and
@@ -365,11 +366,11 @@ def class_modulate(
         _checks.fail(op, f"bias must have weight's shape {tuple(weight.shape)}, got {tuple(bias.shape)}")
     _checks.pixel_map(scale_gamma, x, op, "scale_gamma")
     _checks.pixel_map(scale_beta, x, op, "scale_beta")
-    impl = choose_impl(impl, x.device)
+    impl = choose_impl(impl, x.device, op)
     _checks.labels(labels, x.shape[0], op, weight.shape[0], check_values=impl == "reference")
     _checks.same_device(op, x, "x", labels=labels)
-    if impl == "native":
-        return torch.ops.semnorm.class_modulate(x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta, float(offset))
+    if impl != "reference":
+        return op_namespace(impl).class_modulate(x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta, float(offset))
     return reference.class_modulate(x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta, float(offset))
 
 
@@ -430,7 +431,7 @@ def label_tap_gather(
         labels: (N, Hl, Wl) integer labels in [0, L), sampled at (height, width).
         kernel_size: odd k >= 1.
         height, width: output resolution.
-        impl: "native", "reference" or None (automatic).
+        impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
         (N, Cout, height, width) in table's dtype (accumulated in float32, float64 for float64).
@@ -445,14 +446,14 @@ def label_tap_gather(
         _checks.fail(op, f"table must have kernel_size^2 = {kernel_size * kernel_size} taps in dimension 2, got shape {tuple(table.shape)}")
     if height <= 0 or width <= 0:
         _checks.fail(op, f"height and width must be positive, got {height} x {width}")
-    impl = choose_impl(impl, table.device)
+    impl = choose_impl(impl, table.device, op)
     batch = labels.shape[0] if isinstance(labels, torch.Tensor) and labels.dim() == 3 else table.shape[0]
     _checks.labels(labels, batch, op, table.shape[3], check_values=impl == "reference")
     if table.shape[0] not in (1, batch):
         _checks.fail(op, f"table must have 1 or N = {batch} entries in dimension 0 (one per sample), got {table.shape[0]}")
     _checks.same_device(op, table, "table", labels=labels)
-    if impl == "native":
-        return torch.ops.semnorm.label_tap_gather(table, labels, kernel_size, height, width)
+    if impl != "reference":
+        return op_namespace(impl).label_tap_gather(table, labels, kernel_size, height, width)
     return reference.label_tap_gather(table, labels, kernel_size, height, width)
 
 
@@ -475,7 +476,7 @@ def label_conv(
         weight: (Cout, L, k, k) conv weight over the L one-hot channels, k odd, any floating dtype.
         bias: optional (Cout,) bias in weight's dtype.
         size: output (H, W) (or one int for both); defaults to the labels' (Hl, Wl).
-        impl: "native", "reference" or None (automatic).
+        impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
         (N, Cout, H, W) in weight's dtype.
@@ -512,7 +513,7 @@ def region_conv(
         weight: (Cout, Cin, k, k) conv weight, k odd, codes' dtype.
         bias: optional (Cout,) bias in weight's dtype.
         size: output (H, W) (or one int for both); defaults to the labels' (Hl, Wl).
-        impl: "native", "reference" or None (automatic).
+        impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
         (N, Cout, H, W) in codes' dtype.
@@ -576,7 +577,7 @@ def semantic_modulate(
         vectors: (N, K, H, W) semantic vectors in x's dtype (see :func:`semantic_vectors`).
         bank: (K, 2C) parameter bank in opmath dtype, gamma rows first (``affine_params_groups``).
         offset: 1.0 for ``N(x) * (1 + gamma) + beta`` (SC-GAN), 0.0 for ``N(x) * gamma + beta``.
-        impl: "native", "reference" or None (automatic).
+        impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
         (N, C, H, W) in x's dtype (contiguous).
@@ -597,9 +598,9 @@ def semantic_modulate(
     _checks.shape(bank, (k, 2 * c), op, "bank")
     _checks.dtype(bank, acc, op, "bank")
     _checks.same_device(op, x, "x", mean=mean, rstd=rstd, vectors=vectors, bank=bank)
-    impl = choose_impl(impl, x.device)
-    if impl == "native":
-        return torch.ops.semnorm.semantic_modulate(x, mean, rstd, vectors, bank, float(offset))
+    impl = choose_impl(impl, x.device, op)
+    if impl != "reference":
+        return op_namespace(impl).semantic_modulate(x, mean, rstd, vectors, bank, float(offset))
     return reference.semantic_modulate(x, mean, rstd, vectors, bank, float(offset))
 
 
@@ -612,7 +613,7 @@ def candidate_combine(vectors: torch.Tensor, candidates: torch.Tensor, *, impl: 
     Args:
         vectors: (N, K, H, W) semantic vectors, any floating dtype.
         candidates: (N, K, C, H, W) candidate feature maps in vectors' dtype.
-        impl: "native", "reference" or None (automatic).
+        impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
         (N, C, H, W) in the inputs' dtype (accumulated in opmath, contiguous).
@@ -624,9 +625,9 @@ def candidate_combine(vectors: torch.Tensor, candidates: torch.Tensor, *, impl: 
     _checks.shape(candidates, (n, k, candidates.shape[2], h, w), op, "candidates")
     _checks.dtype(candidates, vectors.dtype, op, "candidates")
     _checks.same_device(op, vectors, "vectors", candidates=candidates)
-    impl = choose_impl(impl, vectors.device)
-    if impl == "native":
-        return torch.ops.semnorm.candidate_combine(vectors, candidates)
+    impl = choose_impl(impl, vectors.device, op)
+    if impl != "reference":
+        return op_namespace(impl).candidate_combine(vectors, candidates)
     return reference.candidate_combine(vectors, candidates)
 
 
@@ -652,13 +653,13 @@ def intra_class_positional(
         ignore_label: a label whose pixels belong to no component and get D = 0; None (or any
             negative value) ignores nothing.
         eps: non-negative constant added to each component's largest offset.
-        impl: "native", "reference" or None (automatic).
+        impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
         D: (N, 2, H, W) float32 at the labels' resolution, on the labels' device.
     """
     op = "intra_class_positional"
-    impl = choose_impl(impl, labels.device if isinstance(labels, torch.Tensor) else torch.device("cpu"))
+    impl = choose_impl(impl, labels.device if isinstance(labels, torch.Tensor) else torch.device("cpu"), op)
     _checks.label_map(labels, op, check_values=impl == "reference")
     if ignore_label is None:
         ignore_label = -1
@@ -667,6 +668,6 @@ def intra_class_positional(
     eps = float(eps)
     if not (eps >= 0.0 and eps != float("inf")):
         _checks.fail(op, f"eps must be finite and non-negative, got {eps}")
-    if impl == "native":
-        return torch.ops.semnorm.intra_class_positional(labels, ignore_label, eps)
+    if impl != "reference":
+        return op_namespace(impl).intra_class_positional(labels, ignore_label, eps)
     return reference.intra_class_positional(labels, ignore_label, eps)

@@ -13,6 +13,21 @@ import semnorm
 from semnorm.testing import natural_labels
 
 needs_ext = pytest.mark.skipif(not semnorm.has_extension, reason="semnorm._C is not built (SEMNORM_SKIP_EXT=1 or a failed build)")
+needs_triton = pytest.mark.skipif(
+    "cpu" not in semnorm.triton_devices(),
+    reason="Triton kernels cannot run on CPU tensors here (need triton installed, the extension built, TRITON_INTERPRET=1)",
+)
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available() or "cuda" not in semnorm.native_devices(),
+    reason="no CUDA device, or this build has no CUDA kernels",
+)
+
+# The kernel backends checked against the reference: compiled (C++ on the CPU) and Triton (run by the
+# Triton interpreter on the CPU; tests/conftest.py sets TRITON_INTERPRET=1).
+KERNEL_IMPLS = [pytest.param("native", marks=needs_ext), pytest.param("triton", marks=needs_triton)]
+
+# Devices for the kernel tests: CUDA runs only where a GPU is present.
+DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 

@@ -1,4 +1,5 @@
-// Label validation and nearest sampling on the CPU, shared by every label-indexed kernel.
+// Label validation and nearest sampling, shared by every label-indexed kernel (CUDA labels go to
+// csrc/cuda/labels.cu).
 #include "common.h"
 
 #include <ATen/ops/empty.h>
@@ -66,6 +67,12 @@ Tensor sample_labels(const Tensor& labels, int64_t batch, int64_t height, int64_
   TORCH_CHECK(labels.size(0) == batch, "semnorm.", op, ": labels has batch size ", labels.size(0),
               " but the activations have ", batch);
   check_nonempty(labels, op, "labels");
+#ifdef SEMNORM_WITH_CUDA
+  if (labels.is_cuda()) {
+    check_label_values_cuda(labels, num_classes, op);
+    return sample_labels_cuda(labels, batch, height, width, op);
+  }
+#endif
   check_label_values(labels, num_classes, op);
   const Tensor lab = labels.contiguous();
   Tensor out = at::empty({batch, height, width}, lab.options().dtype(at::kInt));

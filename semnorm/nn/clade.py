@@ -57,7 +57,7 @@ class CLADE(nn.Module):
             size) unless given as ``positional_map``.
         ignore_label: label whose pixels get D = 0 when D is computed from the labels (ICPE only).
             Default 0, as in the published preprocessing, which skips label 0; None ignores nothing.
-        impl: semnorm implementation for every op ("native", "reference" or None: automatic).
+        impl: semnorm implementation for every op ("native", "triton", "reference" or None: automatic).
     """
 
     def __init__(self, num_features: int, label_nc: int, norm: str = "batch", edge: bool = False,

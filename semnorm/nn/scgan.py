@@ -35,7 +35,7 @@ class SCN(nn.Module):
         num_features: channels C of x.
         num_vectors: number K of semantic vectors (bank rows).
         norm: "batch", "instance" or "syncbatch".
-        impl: semnorm implementation for every op ("native", "reference" or None: automatic).
+        impl: semnorm implementation for every op ("native", "triton", "reference" or None: automatic).
     """
 
     def __init__(self, num_features: int, num_vectors: int, norm: str = "batch", impl: str | None = None) -> None:
@@ -73,7 +73,7 @@ class SCC(nn.Module):
         num_candidates: number K of candidate convolutions (= number of semantic vectors).
         kernel_size: odd kernel size (published: 3), zero padding ``kernel_size // 2``, stride 1.
         spectral: apply ``torch.nn.utils.spectral_norm`` to each candidate conv.
-        impl: semnorm implementation for the combine op ("native", "reference" or None: automatic).
+        impl: semnorm implementation for the combine op ("native", "triton", "reference" or None: automatic).
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_candidates: int, kernel_size: int = 3,

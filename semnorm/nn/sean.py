@@ -28,7 +28,7 @@ def region_style_codes(features: torch.Tensor, labels: torch.Tensor, num_classes
             with the nearest rule, like the published ``F.interpolate(mode='nearest')``), or the
             published one-hot map (N, num_classes, Hl, Wl).
         num_classes: number of regions L.
-        impl: "native", "reference" or None (automatic).
+        impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
         (N, L, C) style codes in features' dtype.
@@ -89,7 +89,7 @@ class SEAN(nn.Module):
         use_style: build the style branch (False: mask-only, SPADE modulation plus noise).
         noise: add ``noise_var[c] * z`` before the norm (the parameter exists either way, so
             published checkpoints load into both).
-        impl: semnorm implementation for every op ("native", "reference" or None: automatic);
+        impl: semnorm implementation for every op ("native", "triton", "reference" or None: automatic);
             setting ``layer.impl`` also sets the inner SPADE's.
         kernel_size: kernel of the convolutions (published: 3).
         hidden: hidden channels of the mask branch (published: 128).

@@ -46,7 +46,7 @@ class SPADE(nn.Module):
         hidden: channels of the shared hidden layer (published: 128).
         edge: whether the published input has an extra instance-edge channel (mlp_shared then takes
             ``label_nc + 1`` input channels; pass the edge map as ``edge`` or as the last one-hot channel).
-        impl: semnorm implementation for every op ("native", "reference" or None: automatic).
+        impl: semnorm implementation for every op ("native", "triton", "reference" or None: automatic).
         fast: "auto", "always" or "never" (boundary-only evaluation of the modulation network).
         fast_threshold: largest (distinct boundary patterns / pixels) for which ``fast="auto"`` takes
             the fast path.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .._extension import LOADED
+from ._registry import register
 
 _OP = "semnorm.class_modulate"
 
@@ -56,9 +56,9 @@ def _setup(ctx, inputs, output):
     ctx.offset = offset
 
 
-def _backward(ctx, grad_y):
+def _backward(ops, ctx, grad_y):
     x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta = ctx.saved_tensors
-    gx, gm, gr, gw, gb, gsg, gsb = torch.ops.semnorm.class_modulate_backward(
+    gx, gm, gr, gw, gb, gsg, gsb = ops.class_modulate_backward(
         grad_y.contiguous(), x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta, ctx.offset
     )
     return (
@@ -74,7 +74,5 @@ def _backward(ctx, grad_y):
     )
 
 
-if LOADED:
-    torch.library.register_fake("semnorm::class_modulate", _fake)
-    torch.library.register_autograd("semnorm::class_modulate", _backward, setup_context=_setup)
-    torch.library.register_fake("semnorm::class_modulate_backward", _backward_fake)
+register("class_modulate", _fake, _backward, _setup)
+register("class_modulate_backward", _backward_fake)

@@ -1,4 +1,4 @@
-"""Label tap gather (the label convolution): fake kernels and autograd for ``torch.ops.semnorm``.
+"""Label tap gather (the label convolution): fake kernels and autograd for both kernel namespaces.
 
 ``label_tap_gather`` is linear in its table, and ``label_tap_gather_backward`` (a segmented
 scatter-add of the output gradient per tap and label) is its exact adjoint. Each op's backward
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .._extension import LOADED
+from ._registry import register
 
 
 def _gather_fake(table, labels, kernel_size, height, width):
@@ -31,9 +31,9 @@ def _gather_setup(ctx, inputs, output):
     ctx.kernel_size = kernel_size
 
 
-def _gather_backward(ctx, grad_out):
+def _gather_backward(ops, ctx, grad_out):
     (labels,) = ctx.saved_tensors
-    grad_table = torch.ops.semnorm.label_tap_gather_backward(
+    grad_table = ops.label_tap_gather_backward(
         grad_out, labels, ctx.num_tables, ctx.num_classes, ctx.kernel_size
     )
     return grad_table, None, None, None, None
@@ -56,16 +56,11 @@ def _backward_setup(ctx, inputs, output):
     ctx.size = grad_out.shape[2:]
 
 
-def _backward_backward(ctx, grad_grad_table):
+def _backward_backward(ops, ctx, grad_grad_table):
     (labels,) = ctx.saved_tensors
-    grad_grad_out = torch.ops.semnorm.label_tap_gather(grad_grad_table, labels, ctx.kernel_size, ctx.size[0], ctx.size[1])
+    grad_grad_out = ops.label_tap_gather(grad_grad_table, labels, ctx.kernel_size, ctx.size[0], ctx.size[1])
     return grad_grad_out, None, None, None, None
 
 
-if LOADED:
-    torch.library.register_fake("semnorm::label_tap_gather", _gather_fake)
-    torch.library.register_autograd("semnorm::label_tap_gather", _gather_backward, setup_context=_gather_setup)
-    torch.library.register_fake("semnorm::label_tap_gather_backward", _backward_fake)
-    torch.library.register_autograd(
-        "semnorm::label_tap_gather_backward", _backward_backward, setup_context=_backward_setup
-    )
+register("label_tap_gather", _gather_fake, _gather_backward, _gather_setup)
+register("label_tap_gather_backward", _backward_fake, _backward_backward, _backward_setup)

@@ -1,4 +1,4 @@
-"""Intra-class positional encoding (CLADE-ICPE): fake kernel for ``torch.ops.semnorm``.
+"""Intra-class positional encoding (CLADE-ICPE): fake kernel for both kernel namespaces.
 
 The op maps integer labels to a float32 map; labels are not differentiable, so there is no
 autograd formula (and no backward op): the output never requires grad.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .._extension import LOADED
+from ._registry import register
 
 
 def _positional_fake(labels, ignore_label=-1, eps=1e-5):
@@ -21,5 +21,4 @@ def _positional_fake(labels, ignore_label=-1, eps=1e-5):
     return labels.new_empty(n, 2, h, w, dtype=torch.float32)
 
 
-if LOADED:
-    torch.library.register_fake("semnorm::intra_class_positional", _positional_fake)
+register("intra_class_positional", _positional_fake)

@@ -1,4 +1,4 @@
-"""Region pool and region broadcast: fake kernels and autograd for ``torch.ops.semnorm``.
+"""Region pool and region broadcast: fake kernels and autograd for both kernel namespaces.
 
 The two ops are adjoint: the gradient of a broadcast is a region sum, and the gradient of a region
 pool is a broadcast (of the gradient divided by the counts, for the mean). Each backward therefore
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .._extension import LOADED
 from ..reference import opmath_dtype
+from ._registry import register
 
 
 def _pool_fake(x, labels, num_classes, mean):
@@ -27,11 +27,11 @@ def _pool_setup(ctx, inputs, output):
     ctx.size = x.shape[2:]
 
 
-def _pool_backward(ctx, grad_pooled, _grad_counts):
+def _pool_backward(ops, ctx, grad_pooled, _grad_counts):
     labels, counts = ctx.saved_tensors
     if ctx.mean:
         grad_pooled = (grad_pooled.to(opmath_dtype(grad_pooled.dtype)) / counts.clamp(min=1).unsqueeze(-1)).to(grad_pooled.dtype)
-    grad_x = torch.ops.semnorm.region_broadcast(grad_pooled, labels, ctx.size[0], ctx.size[1])
+    grad_x = ops.region_broadcast(grad_pooled, labels, ctx.size[0], ctx.size[1])
     return grad_x, None, None, None
 
 
@@ -47,14 +47,11 @@ def _broadcast_setup(ctx, inputs, output):
     ctx.num_classes = codes.shape[1]
 
 
-def _broadcast_backward(ctx, grad_out):
+def _broadcast_backward(ops, ctx, grad_out):
     (labels,) = ctx.saved_tensors
-    grad_codes, _ = torch.ops.semnorm.region_pool(grad_out, labels, ctx.num_classes, False)
+    grad_codes, _ = ops.region_pool(grad_out, labels, ctx.num_classes, False)
     return grad_codes, None, None, None
 
 
-if LOADED:
-    torch.library.register_fake("semnorm::region_pool", _pool_fake)
-    torch.library.register_autograd("semnorm::region_pool", _pool_backward, setup_context=_pool_setup)
-    torch.library.register_fake("semnorm::region_broadcast", _broadcast_fake)
-    torch.library.register_autograd("semnorm::region_broadcast", _broadcast_backward, setup_context=_broadcast_setup)
+register("region_pool", _pool_fake, _pool_backward, _pool_setup)
+register("region_broadcast", _broadcast_fake, _broadcast_backward, _broadcast_setup)

@@ -1,4 +1,4 @@
-"""Semantic modulate (SCN) and candidate combine (SCC): fake kernels and autograd for ``torch.ops.semnorm``.
+"""Semantic modulate (SCN) and candidate combine (SCC): fake kernels and autograd for both kernel namespaces.
 
 Both backwards are their own ops (``*_backward``); the autograd formulas here only route gradients
 and drop those that are not needed.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .._extension import LOADED
+from ._registry import register
 
 
 def _modulate_fake(x, mean, rstd, vectors, bank, offset=1.0):
@@ -42,9 +42,9 @@ def _modulate_setup(ctx, inputs, output):
     ctx.offset = offset
 
 
-def _modulate_backward(ctx, grad_y):
+def _modulate_backward(ops, ctx, grad_y):
     x, mean, rstd, vectors, bank = ctx.saved_tensors
-    grads = torch.ops.semnorm.semantic_modulate_backward(grad_y, x, mean, rstd, vectors, bank, ctx.offset)
+    grads = ops.semantic_modulate_backward(grad_y, x, mean, rstd, vectors, bank, ctx.offset)
     return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:5])) + (None,)
 
 
@@ -69,16 +69,13 @@ def _combine_setup(ctx, inputs, output):
     ctx.save_for_backward(*inputs)
 
 
-def _combine_backward(ctx, grad_y):
+def _combine_backward(ops, ctx, grad_y):
     vectors, candidates = ctx.saved_tensors
-    grads = torch.ops.semnorm.candidate_combine_backward(grad_y, vectors, candidates)
+    grads = ops.candidate_combine_backward(grad_y, vectors, candidates)
     return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
 
 
-if LOADED:
-    torch.library.register_fake("semnorm::semantic_modulate", _modulate_fake)
-    torch.library.register_fake("semnorm::semantic_modulate_backward", _modulate_backward_fake)
-    torch.library.register_autograd("semnorm::semantic_modulate", _modulate_backward, setup_context=_modulate_setup)
-    torch.library.register_fake("semnorm::candidate_combine", _combine_fake)
-    torch.library.register_fake("semnorm::candidate_combine_backward", _combine_backward_fake)
-    torch.library.register_autograd("semnorm::candidate_combine", _combine_backward, setup_context=_combine_setup)
+register("semantic_modulate", _modulate_fake, _modulate_backward, _modulate_setup)
+register("semantic_modulate_backward", _modulate_backward_fake)
+register("candidate_combine", _combine_fake, _combine_backward, _combine_setup)
+register("candidate_combine_backward", _combine_backward_fake)

@@ -1,4 +1,4 @@
-"""Norm statistics and the fused normalize + modulate: fake kernels and autograd for ``torch.ops.semnorm``.
+"""Norm statistics and the fused normalize + modulate: fake kernels and autograd for both kernel namespaces.
 
 ``channel_moments`` returns (mean, M2); its backward is elementwise in x. ``normalize_modulate``
 takes mean and rstd as inputs and returns their gradients, so batch, instance and synchronized
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from .._extension import LOADED
 from ..reference import opmath_dtype
+from ._registry import register
 
 
 def _noise_grad(grad_x, noise_scale):
@@ -56,18 +56,18 @@ def _moments_setup(ctx, inputs, output):
     ctx.per_instance = per_instance
 
 
-def _moments_backward(ctx, grad_mean, grad_m2):
+def _moments_backward(ops, ctx, grad_mean, grad_m2):
     x, mean, noise, noise_scale = ctx.saved_tensors
     grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean
     grad_m2 = torch.zeros_like(mean) if grad_m2 is None else grad_m2
-    grad_x, grad_scale = torch.ops.semnorm.channel_moments_backward(
+    grad_x, grad_scale = ops.channel_moments_backward(
         grad_mean, grad_m2, x, mean, ctx.per_instance, noise, noise_scale
     )
     grad_noise = None
     if noise is not None and ctx.needs_input_grad[2]:
         grad_xe = grad_x
         if grad_x.dtype != mean.dtype:  # half / bfloat16: recompute grad wrt x_eff unrounded
-            grad_xe, _ = torch.ops.semnorm.channel_moments_backward(
+            grad_xe, _ = ops.channel_moments_backward(
                 grad_mean, grad_m2, x.to(mean.dtype), mean, ctx.per_instance, noise, noise_scale
             )
         grad_noise = _noise_grad(grad_xe, noise_scale)
@@ -116,9 +116,9 @@ def _modulate_setup(ctx, inputs, output):
     ctx.offset = inputs[10]
 
 
-def _modulate_backward(ctx, grad_y):
+def _modulate_backward(ops, ctx, grad_y):
     x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale = ctx.saved_tensors
-    grads = torch.ops.semnorm.normalize_modulate_backward(
+    grads = ops.normalize_modulate_backward(
         grad_y.contiguous(), x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, ctx.offset
     )
     gx, gmean, grstd, ggamma, gbeta, ggamma2, gbeta2, gblend, gscale = grads
@@ -129,7 +129,7 @@ def _modulate_backward(ctx, grad_y):
         grad_xe = gx
         if gx.dtype != mean.dtype:  # half / bfloat16: recompute grad wrt x_eff unrounded
             acc = mean.dtype
-            grad_xe = torch.ops.semnorm.normalize_modulate_backward(
+            grad_xe = ops.normalize_modulate_backward(
                 grad_y.to(acc).contiguous(), x.to(acc), mean, rstd, gamma.to(acc), beta.to(acc), _up(gamma2, acc),
                 _up(beta2, acc), blend, noise, noise_scale, ctx.offset
             )[0]
@@ -149,10 +149,7 @@ def _modulate_backward(ctx, grad_y):
     )
 
 
-if LOADED:
-    torch.library.register_fake("semnorm::channel_moments", _moments_fake)
-    torch.library.register_fake("semnorm::channel_moments_backward", _moments_backward_fake)
-    torch.library.register_autograd("semnorm::channel_moments", _moments_backward, setup_context=_moments_setup)
-    torch.library.register_fake("semnorm::normalize_modulate", _modulate_fake)
-    torch.library.register_fake("semnorm::normalize_modulate_backward", _modulate_backward_fake)
-    torch.library.register_autograd("semnorm::normalize_modulate", _modulate_backward, setup_context=_modulate_setup)
+register("channel_moments", _moments_fake, _moments_backward, _moments_setup)
+register("channel_moments_backward", _moments_backward_fake)
+register("normalize_modulate", _modulate_fake, _modulate_backward, _modulate_setup)
+register("normalize_modulate_backward", _modulate_backward_fake)

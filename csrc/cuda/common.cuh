@@ -1,0 +1,115 @@
+// Helpers shared by every semnorm CUDA kernel: launch geometry, the current stream, warp/block
+// reductions in the accumulation type, and the deterministic-algorithms switch.
+//
+// Reductions into small per-class or per-region tables (bank gradients, region sums) come in two
+// forms in this code base: a fast one with atomicAdd (order-dependent rounding in float32) and a
+// deterministic one (per-block partial sums in a fixed order, then a second pass) selected by
+// `deterministic()`, i.e. torch.use_deterministic_algorithms(True). Each kernel file says where it
+// uses atomics.
+#pragma once
+
+#include "../common.h"
+
+#include <ATen/Context.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <cuda_runtime.h>
+
+namespace semnorm {
+namespace cuda {
+
+constexpr int kThreads = 256;
+constexpr int kWarp = 32;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Blocks for a grid-stride loop over n items: enough to fill the device, never more than needed.
+inline unsigned int grid_for(int64_t n, int threads = kThreads) {
+  const int64_t blocks = ceil_div(n, threads);
+  return static_cast<unsigned int>(blocks < 1 ? 1 : (blocks > 65535 * 8 ? 65535 * 8 : blocks));
+}
+
+inline cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+// True under torch.use_deterministic_algorithms(True): kernels then avoid floating-point atomics.
+inline bool deterministic() { return at::globalContext().deterministicAlgorithms(); }
+
+// Checks the last launch (the error names the op).
+#define SEMNORM_CUDA_CHECK_LAUNCH() C10_CUDA_KERNEL_LAUNCH_CHECK()
+
+#define SEMNORM_GRID_STRIDE(i, n)                                                                     \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);              \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Sum over the block; the result is valid in thread 0. `scratch` holds blockDim.x / 32 values.
+template <typename T>
+__device__ __forceinline__ T block_sum(T v, T* scratch) {
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  const int warps = (blockDim.x + kWarp - 1) / kWarp;
+  v = threadIdx.x < warps ? scratch[threadIdx.x] : T(0);
+  if (warp == 0) v = warp_sum(v);
+  return v;
+}
+
+// Chan's parallel combination of two (count, mean, M2) Welford states.
+template <typename T>
+struct Welford {
+  T mean = 0, m2 = 0, count = 0;
+  __device__ __forceinline__ void add(T v) {
+    count += T(1);
+    const T d = v - mean;
+    mean += d / count;
+    m2 += d * (v - mean);
+  }
+  __device__ __forceinline__ void merge(const Welford& o) {
+    if (o.count == T(0)) return;
+    if (count == T(0)) { *this = o; return; }
+    const T n = count + o.count, d = o.mean - mean;
+    mean += d * (o.count / n);
+    m2 += o.m2 + d * d * (count * o.count / n);
+    count = n;
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ Welford<T> warp_welford(Welford<T> w) {
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset >>= 1) {
+    Welford<T> o;
+    o.mean = __shfl_down_sync(0xffffffffu, w.mean, offset);
+    o.m2 = __shfl_down_sync(0xffffffffu, w.m2, offset);
+    o.count = __shfl_down_sync(0xffffffffu, w.count, offset);
+    w.merge(o);
+  }
+  return w;
+}
+
+// Welford state over the block; valid in thread 0. `scratch` holds blockDim.x / 32 states.
+template <typename T>
+__device__ __forceinline__ Welford<T> block_welford(Welford<T> w, Welford<T>* scratch) {
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  w = warp_welford(w);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = w;
+  __syncthreads();
+  const int warps = (blockDim.x + kWarp - 1) / kWarp;
+  w = threadIdx.x < warps ? scratch[threadIdx.x] : Welford<T>();
+  if (warp == 0) w = warp_welford(w);
+  return w;
+}
+
+}  // namespace cuda
+}  // namespace semnorm

@@ -1,0 +1,17 @@
+"""Triton kernels of the label-indexed op family, behind ``torch.ops.semnorm_triton``.
+
+One module per op family (kernels ``_<op>_..._kernel``, launchers, and the registration of the
+launchers as the CUDA and CPU implementations of the mirrored ``semnorm_triton`` schemas). Fake
+kernels and autograd come from :mod:`semnorm.ops`, shared with the native kernels, so a Triton op
+differentiates through its Triton backward op. CPU tensors run only under ``TRITON_INTERPRET=1``
+(the test suite sets it); select the backend with ``impl="triton"`` or ``SEMNORM_IMPL=triton``.
+"""
+
+from __future__ import annotations
+
+from .._extension import LOADED, TRITON_INSTALLED
+
+AVAILABLE = LOADED and TRITON_INSTALLED
+
+if AVAILABLE:
+    pass  # the op modules are imported below, one line each
