@@ -85,8 +85,11 @@ def write_report(data: dict, device: str, out_dir: str, command: str) -> str:
         "- GB/s and % copy: bytes the minimal forward algorithm must move / native forward time, against a "
         "64 MiB copy measured in the same run",
         "",
-        "| op | mode | published | reference | compiled | native | published / native | compiled / native | native GB/s | % of copy |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "- peak MiB: peak memory of one call above what was allocated before it (CPU: torch allocator events "
+        "recorded by the profiler; CUDA: max_memory_allocated), published / native",
+        "",
+        "| op | mode | published | reference | compiled | native | published / native | compiled / native | native GB/s | % of copy | peak MiB published / native |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (op, mode), by in sorted(rows.items()):
         med = {p: by[p]["stats"]["median"] * 1e3 for p in PROVIDERS if p in by}
@@ -96,7 +99,9 @@ def write_report(data: dict, device: str, out_dir: str, command: str) -> str:
         info = by.get("native", {}).get("extra_info", {})
         gbps = f"{info['gbps']:.1f}" if "gbps" in info else "-"
         pct = f"{info['pct_copy']:.0f}%" if "pct_copy" in info else "-"
-        lines.append(f"| {op} | {mode} | " + " | ".join(cells) + f" | {ratio('published')} | {ratio('compiled')} | {gbps} | {pct} |")
+        mem = {p: by[p]["extra_info"]["peak_bytes"] / 2**20 for p in ("published", "native") if "peak_bytes" in by.get(p, {}).get("extra_info", {})}
+        peak = f"{mem['published']:.0f} / {mem['native']:.0f}" if len(mem) == 2 else "-"
+        lines.append(f"| {op} | {mode} | " + " | ".join(cells) + f" | {ratio('published')} | {ratio('compiled')} | {gbps} | {pct} | {peak} |")
     lines += ["", "Shapes:", ""] + [f"- {op}: {shape}" for op, shape in sorted(shapes.items())]
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, device if device == "cpu" else slug(name))

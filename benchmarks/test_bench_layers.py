@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bench_env import SMALL, THREADS, sync
+from bench_env import SMALL, THREADS, peak_memory, sync
 
 import published
 from semnorm import CLADE, SCN, SEAN, SPADE
@@ -67,3 +67,5 @@ def test_layer(benchmark, name, provider):
                                 mode="forward+backward", device="cpu", threads=THREADS, small=SMALL,
                                 shape=f"x {tuple(ours[0].shape)}, {'vectors' if name == 'SCN' else 'labels'} {tuple(ours[1].shape)}")
     benchmark.pedantic(step, setup=setup, rounds=5, warmup_rounds=1, iterations=1)
+    (a,), _ = setup()
+    benchmark.extra_info["peak_bytes"] = peak_memory(lambda: step(a), a[0].device)

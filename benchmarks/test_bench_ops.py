@@ -1,7 +1,8 @@
 """Every op, forward and forward+backward, for every provider: ``pytest benchmarks``.
 
-Each result records, besides the times, the bytes the minimal forward algorithm must move, the
-achieved GB/s and its share of the copy bandwidth measured in the same run (forward only).
+Each result records, besides the times, the peak memory of one call (bench_env.peak_memory) and, for
+the forward, the bytes the minimal algorithm must move, the achieved GB/s and its share of the copy
+bandwidth measured in the same run.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 from cases import CASES
-from bench_env import SMALL, THREADS, devices, sync
+from bench_env import SMALL, THREADS, devices, peak_memory, sync
 
 PROVIDERS = ["published", "reference", "compiled", "native"]
 
@@ -46,6 +47,8 @@ def test_op(benchmark, copy_bandwidth, case, provider, mode, device):
     benchmark.extra_info.update(op=case.name, provider=provider, mode=mode, device=device.type, shape=case.shape, threads=THREADS,
                                 small=SMALL)
     benchmark.pedantic(step, setup=setup, rounds=5, warmup_rounds=1, iterations=1)
+    leaves = _leaves(inputs, names)
+    benchmark.extra_info["peak_bytes"] = peak_memory(lambda: step(leaves), device)
     if mode == "forward" and benchmark.stats is not None:
         seconds = benchmark.stats.stats.median
         nbytes = case.nbytes(inputs)
