@@ -89,11 +89,15 @@ __global__ void label_tap_gather_kernel(const scalar_t* __restrict__ table, cons
         if (staged) {
           add_entry(sum, stab + (tap * L + l) * kOut);
         } else {
-          for (int b = 0; b < cb; ++b) sum[b] += static_cast<acc>(src[b * KKL + tap * L + l]);
+#pragma unroll
+          for (int b = 0; b < kOut; ++b)
+            if (b < cb) sum[b] += static_cast<acc>(src[b * KKL + tap * L + l]);
         }
       }
     }
-    for (int b = 0; b < cb; ++b) op[b * HW + p] = static_cast<scalar_t>(sum[b]);
+#pragma unroll
+    for (int b = 0; b < kOut; ++b)
+      if (b < cb) op[b * HW + p] = static_cast<scalar_t>(sum[b]);
   }
 }
 
