@@ -111,5 +111,51 @@ __device__ __forceinline__ Welford<T> block_welford(Welford<T> w, Welford<T>* sc
   return w;
 }
 
+// ---- Vectorized access and device size (appended by the stats/semantic/positional kernels).
+
+// V consecutive elements loaded or stored with one aligned access (PyTorch's aligned_vector idea):
+// 4 floats -> one 16-byte load; 4 halves -> one 8-byte load.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) AlignedVec {
+  T val[V];
+};
+
+template <int V, typename T>
+__device__ __forceinline__ void load_vec(const T* __restrict__ p, T (&out)[V]) {
+  if constexpr (V == 1) {
+    out[0] = p[0];
+  } else {
+    const AlignedVec<T, V> v = *reinterpret_cast<const AlignedVec<T, V>*>(p);
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = v.val[i];
+  }
+}
+
+template <int V, typename T>
+__device__ __forceinline__ void store_vec(T* __restrict__ p, const T (&in)[V]) {
+  if constexpr (V == 1) {
+    p[0] = in[0];
+  } else {
+    AlignedVec<T, V> v;
+#pragma unroll
+    for (int i = 0; i < V; ++i) v.val[i] = in[i];
+    *reinterpret_cast<AlignedVec<T, V>*>(p) = v;
+  }
+}
+
+// True when p may be accessed as AlignedVec<T, V> (null pointers count as aligned: absent inputs).
+template <typename T>
+inline bool vec_aligned(const T* p, int vec) {
+  return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * static_cast<size_t>(vec)) == 0;
+}
+
+// Streaming multiprocessors of the current device (sizes grids: a few blocks per SM).
+inline int multiprocessor_count() {
+  int device = 0, sms = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return sms > 0 ? sms : 1;
+}
+
 }  // namespace cuda
 }  // namespace semnorm
