@@ -17,6 +17,8 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 namespace semnorm {
 namespace cuda {
 
@@ -155,6 +157,43 @@ inline int multiprocessor_count() {
   C10_CUDA_CHECK(cudaGetDevice(&device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   return sms > 0 ? sms : 1;
+}
+
+// Threads for a block that strides over `items` (a multiple of 32 in [32, kThreads]).
+inline int threads_for(int64_t items) {
+  return static_cast<int>(std::min<int64_t>(kThreads, std::max<int64_t>(kWarp, ceil_div(items, kWarp) * kWarp)));
+}
+
+__host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Blocks over (plane, chunk) for kernels that walk planes of `hw` contiguous elements (one (n, c)
+// slice each): block b handles chunk b % splits of plane b / splits, `threads` threads of `vec`
+// elements each. Planes are split only when there are too few of them to fill the device (about
+// 4 blocks per SM), keeping >= 4 vectors per thread, and never into chunks over 2^22 elements (so
+// float counts of a chunk stay exact). chunk is a multiple of vec; no chunk is empty.
+struct PlaneGrid {
+  int64_t splits = 1, chunk = 1, blocks = 1;
+  int threads = kThreads;
+};
+
+inline PlaneGrid plane_grid(int64_t planes, int64_t hw, int vec) {
+  constexpr int64_t kMaxChunk = int64_t(1) << 22;
+  PlaneGrid g;
+  const int64_t vecs = ceil_div(hw, vec);
+  g.threads = threads_for(vecs);
+  const int64_t target = 4 * static_cast<int64_t>(multiprocessor_count());
+  int64_t splits = 1;
+  if (planes < target) {
+    const int64_t most = std::max<int64_t>(1, vecs / (4 * static_cast<int64_t>(g.threads)));
+    splits = std::min(ceil_div(target, planes), most);
+  }
+  splits = std::max(splits, ceil_div(hw, kMaxChunk));
+  g.chunk = ceil_div(ceil_div(hw, splits), vec) * vec;
+  g.splits = ceil_div(hw, g.chunk);
+  g.blocks = planes * g.splits;
+  TORCH_CHECK(g.blocks < (int64_t(1) << 31), "semnorm: tensor too large for the CUDA grid (", planes, " planes of ",
+              hw, ")");
+  return g;
 }
 
 }  // namespace cuda

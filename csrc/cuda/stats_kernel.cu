@@ -29,9 +29,6 @@ namespace semnorm {
 namespace cuda {
 namespace {
 
-// Largest chunk a block handles: keeps float Welford counts exact integers (< 2^24).
-constexpr int64_t kMaxChunk = int64_t(1) << 22;
-
 template <typename F>
 void dispatch_bool(bool b, F&& f) {
   if (b) {
@@ -39,32 +36,6 @@ void dispatch_bool(bool b, F&& f) {
   } else {
     f(std::false_type{});
   }
-}
-
-// Blocks over (plane, chunk): `threads` threads of VEC elements each.
-struct PlaneGrid {
-  int64_t splits = 1, chunk = 1;
-  int threads = kThreads;
-  int64_t blocks = 1;
-};
-
-PlaneGrid plane_grid(int64_t planes, int64_t hw, int vec) {
-  PlaneGrid g;
-  const int64_t vecs = ceil_div(hw, vec);
-  g.threads = static_cast<int>(std::min<int64_t>(kThreads, std::max<int64_t>(kWarp, ceil_div(vecs, kWarp) * kWarp)));
-  const int64_t target = 4 * static_cast<int64_t>(multiprocessor_count());
-  int64_t splits = 1;
-  if (planes < target) {
-    // Split planes, but keep >= 4 vectors per thread in each chunk.
-    const int64_t most = std::max<int64_t>(1, vecs / (4 * static_cast<int64_t>(g.threads)));
-    splits = std::min(ceil_div(target, planes), most);
-  }
-  splits = std::max(splits, ceil_div(hw, kMaxChunk));
-  g.chunk = ceil_div(ceil_div(hw, splits), vec) * vec;  // a multiple of vec
-  g.splits = ceil_div(hw, g.chunk);                      // no empty chunk
-  g.blocks = planes * g.splits;
-  TORCH_CHECK(g.blocks < (int64_t(1) << 31), "semnorm: tensor too large for the CUDA grid (", planes, " planes)");
-  return g;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -103,8 +74,7 @@ template <typename acc>
 void launch_row_sum(const acc* in, acc* out, int64_t rows, int64_t items, int64_t C, int64_t splits, int stride,
                     int offset, RowMap map, const acc* neg_scale = nullptr) {
   if (rows == 0) return;
-  const int threads =
-      static_cast<int>(std::min<int64_t>(kThreads, std::max<int64_t>(kWarp, ceil_div(items, kWarp) * kWarp)));
+  const int threads = threads_for(items);
   row_sum_kernel<acc><<<static_cast<unsigned int>(rows), threads, 0, stream()>>>(in, out, items, C, splits, stride,
                                                                                   offset, map, neg_scale);
   SEMNORM_CUDA_CHECK_LAUNCH();
@@ -170,8 +140,6 @@ __device__ __forceinline__ void load_effective(const scalar_t* __restrict__ xp, 
     for (int j = 0; j < VEC; ++j) v[j] += s * z[j];
   }
 }
-
-__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // Shared scratch for block_welford (Welford has default member initializers, so it cannot be a
 // __shared__ array itself): raw storage of the same layout.
@@ -288,8 +256,7 @@ std::tuple<Tensor, Tensor> channel_moments_cuda(const Tensor& x, bool per_instan
     if (!direct) {
       const int64_t rows = per_instance ? N * C : C;
       const int64_t items = per_instance ? g.splits : N * g.splits;
-      const int threads =
-          static_cast<int>(std::min<int64_t>(kThreads, std::max<int64_t>(kWarp, ceil_div(items, kWarp) * kWarp)));
+      const int threads = threads_for(items);
       moments_combine_kernel<acc><<<static_cast<unsigned int>(rows), threads, 0, stream()>>>(
           pmean.data_ptr<acc>(), pm2.data_ptr<acc>(), pcount.data_ptr<acc>(), mean.data_ptr<acc>(),
           m2.data_ptr<acc>(), items, C, g.splits, per_instance ? kPerPlane : kPerChannel);
