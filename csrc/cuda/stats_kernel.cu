@@ -10,7 +10,9 @@
 // channel_moments: per thread Welford over its elements (4 at a time: the exact mean / M2 of the 4
 // values merged by Chan's formula), Chan merge across the block (block_welford), one partial state
 // per block; a second kernel merges the partial states of each output (the splits of a plane, or
-// the N planes x splits of a channel) in a fixed order. Never E[x^2] - E[x]^2.
+// the N planes x splits of a channel) in a fixed order. Never E[x^2] - E[x]^2. The states hold
+// x_eff - shift, the shift being one value of the output's data (see moment_shift), so float32
+// states stay accurate for data with a large mean.
 // Backward reductions (grad_mean / grad_rstd per plane, grad_blend, grad_noise_scale per channel):
 // per-block partial sums in a fixed slot, then a fixed-order second pass (row_sum_kernel).
 // No floating-point atomics anywhere in this file: every result is bitwise reproducible, so the
@@ -147,16 +149,27 @@ __device__ __forceinline__ void load_effective(const scalar_t* __restrict__ xp, 
   __shared__ acc name##_raw[3 * (kThreads / kWarp)];        \
   Welford<acc>* name = reinterpret_cast<Welford<acc>*>(name##_raw)
 
-// One Welford state per block over its chunk; written to slot blockIdx.x (count only when pcount).
+// Shifted data: Welford runs on x_eff - shift with shift = x[r * HW], the first value of output row
+// r's first plane (r = the plane per instance, the channel per batch: plane (0, c) is plane c), the
+// same for every partial state of a row. A float32 state then holds the mean of values of the order
+// of their spread, not of their offset (1000 + N(0, 1) keeps M2 to ~1e-7 instead of ~1e-5).
+template <typename scalar_t>
+__device__ __forceinline__ acc_t<scalar_t> moment_shift(const scalar_t* x, int64_t row, int64_t HW) {
+  return static_cast<acc_t<scalar_t>>(x[row * HW]);
+}
+
+// One Welford state (of x_eff - shift) per block over its chunk; written to slot blockIdx.x, the mean
+// shifted back when `finish` (one block per per-instance output), the count only when pcount.
 template <typename scalar_t, int VEC, bool NOISE>
 __global__ void moments_kernel(const scalar_t* __restrict__ x, const acc_t<scalar_t>* __restrict__ noise,
                                const acc_t<scalar_t>* __restrict__ scale, int64_t C, int64_t HW, int64_t splits,
-                               int64_t chunk, acc_t<scalar_t>* __restrict__ pmean, acc_t<scalar_t>* __restrict__ pm2,
-                               acc_t<scalar_t>* __restrict__ pcount) {
+                               int64_t chunk, bool per_instance, bool finish, acc_t<scalar_t>* __restrict__ pmean,
+                               acc_t<scalar_t>* __restrict__ pm2, acc_t<scalar_t>* __restrict__ pcount) {
   using acc = acc_t<scalar_t>;
   SEMNORM_WELFORD_SCRATCH(acc, scratch);
   const int64_t plane = blockIdx.x / splits, split = blockIdx.x % splits;
   const int64_t n = plane / C, c = plane % C;
+  const acc shift = moment_shift(x, per_instance ? plane : c, HW);
   const int64_t begin = split * chunk, end = min64(HW, begin + chunk);
   const scalar_t* xp = x + plane * HW;
   const acc* zp = NOISE ? noise + n * HW : nullptr;
@@ -167,6 +180,8 @@ __global__ void moments_kernel(const scalar_t* __restrict__ x, const acc_t<scala
        p += static_cast<int64_t>(blockDim.x) * VEC) {
     acc v[VEC], z[VEC];
     load_effective<scalar_t, VEC, NOISE>(xp, zp, s, p, v, z);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) v[j] -= shift;
     if constexpr (VEC == 1) {
       w.add(v[0]);
     } else {
@@ -183,15 +198,16 @@ __global__ void moments_kernel(const scalar_t* __restrict__ x, const acc_t<scala
   }
   w = block_welford(w, scratch);
   if (threadIdx.x == 0) {
-    pmean[blockIdx.x] = w.mean;
+    pmean[blockIdx.x] = finish ? shift + w.mean : w.mean;
     pm2[blockIdx.x] = w.m2;
     if (pcount != nullptr) pcount[blockIdx.x] = w.count;
   }
 }
 
-// Merges the partial Welford states of row r (map as in row_sum_kernel) in a fixed order.
-template <typename acc>
-__global__ void moments_combine_kernel(const acc* __restrict__ pmean, const acc* __restrict__ pm2,
+// Merges the partial (shifted) Welford states of row r (map as in row_sum_kernel) in a fixed order.
+template <typename scalar_t, typename acc = acc_t<scalar_t>>
+__global__ void moments_combine_kernel(const scalar_t* __restrict__ x, int64_t HW, const acc* __restrict__ pmean,
+                                       const acc* __restrict__ pm2,
                                        const acc* __restrict__ pcount, acc* __restrict__ mean, acc* __restrict__ m2,
                                        int64_t items, int64_t C, int64_t splits, int map) {
   SEMNORM_WELFORD_SCRATCH(acc, scratch);
@@ -207,7 +223,7 @@ __global__ void moments_combine_kernel(const acc* __restrict__ pmean, const acc*
   }
   w = block_welford(w, scratch);
   if (threadIdx.x == 0) {
-    mean[r] = w.mean;
+    mean[r] = moment_shift(x, r, HW) + w.mean;
     m2[r] = w.m2;
   }
 }
@@ -246,10 +262,10 @@ std::tuple<Tensor, Tensor> channel_moments_cuda(const Tensor& x, bool per_instan
       constexpr bool NOISE = decltype(noise_flag)::value;
       if (vec == 4) {
         moments_kernel<scalar_t, 4, NOISE><<<static_cast<unsigned int>(g.blocks), g.threads, 0, stream()>>>(
-            xp, zp, sp, C, HW, g.splits, g.chunk, om, o2, oc);
+            xp, zp, sp, C, HW, g.splits, g.chunk, per_instance, direct, om, o2, oc);
       } else {
         moments_kernel<scalar_t, 1, NOISE><<<static_cast<unsigned int>(g.blocks), g.threads, 0, stream()>>>(
-            xp, zp, sp, C, HW, g.splits, g.chunk, om, o2, oc);
+            xp, zp, sp, C, HW, g.splits, g.chunk, per_instance, direct, om, o2, oc);
       }
       SEMNORM_CUDA_CHECK_LAUNCH();
     });
@@ -257,8 +273,8 @@ std::tuple<Tensor, Tensor> channel_moments_cuda(const Tensor& x, bool per_instan
       const int64_t rows = per_instance ? N * C : C;
       const int64_t items = per_instance ? g.splits : N * g.splits;
       const int threads = threads_for(items);
-      moments_combine_kernel<acc><<<static_cast<unsigned int>(rows), threads, 0, stream()>>>(
-          pmean.data_ptr<acc>(), pm2.data_ptr<acc>(), pcount.data_ptr<acc>(), mean.data_ptr<acc>(),
+      moments_combine_kernel<scalar_t><<<static_cast<unsigned int>(rows), threads, 0, stream()>>>(
+          xp, HW, pmean.data_ptr<acc>(), pm2.data_ptr<acc>(), pcount.data_ptr<acc>(), mean.data_ptr<acc>(),
           m2.data_ptr<acc>(), items, C, g.splits, per_instance ? kPerPlane : kPerChannel);
       SEMNORM_CUDA_CHECK_LAUNCH();
     }
