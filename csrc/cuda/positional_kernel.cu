@@ -15,6 +15,7 @@
 //    order independent), centroids in float64 as the CPU computes them, then the largest absolute
 //    offset per axis with a 64-bit integer atomicMax on the bit pattern of the non-negative double
 //    (order independent), and the normalised offsets. No floating-point atomics: deterministic.
+//    The lanes of a warp that hit the same component are aggregated first (one atomic per group).
 // Tables are indexed by (image, root pixel): 5 x 8 bytes per pixel of scratch.
 #include "common.cuh"
 
@@ -123,18 +124,54 @@ struct Tables {
   unsigned long long *count, *sum_row, *sum_col, *max_row, *max_col;
 };
 
+// Warp aggregation of the table updates: the lanes of a warp that update the same component (most
+// of them: a warp covers 32 consecutive pixels) combine their values with warp intrinsics and one
+// lane does the atomic, so a large component does not serialise every pixel on one address. The
+// lanes are grouped by __match_any_sync over the lanes converged at that point (__activemask; lanes
+// that diverged just form smaller groups). Integer values only: the results are exact and
+// identical to per-pixel atomics. sm_80+ (__reduce_*_sync); plain per-pixel atomics below.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define SEMNORM_WARP_AGGREGATE 1
+#else
+#define SEMNORM_WARP_AGGREGATE 0
+#endif
+
+// count += pixels, sum_row += rows, sum_col += columns of component k (k < 0: nothing to add).
+__device__ __forceinline__ void add_to_component(const Tables& T, int64_t k, unsigned int row, unsigned int col) {
+#if SEMNORM_WARP_AGGREGATE
+  const unsigned int active = __activemask();
+  const unsigned int peers = __match_any_sync(active, static_cast<unsigned long long>(k));
+  // Sums of at most 32 rows (columns) below 2^26 (checked by the host) fit in 32 bits.
+  const unsigned int pixels = static_cast<unsigned int>(__popc(peers));
+  const unsigned int rows = __reduce_add_sync(peers, row);
+  const unsigned int cols = __reduce_add_sync(peers, col);
+  const bool leader = static_cast<int>(threadIdx.x % kWarp) == __ffs(peers) - 1;
+  if (leader && k >= 0) {
+    atomicAdd(T.count + k, static_cast<unsigned long long>(pixels));
+    atomicAdd(T.sum_row + k, static_cast<unsigned long long>(rows));
+    atomicAdd(T.sum_col + k, static_cast<unsigned long long>(cols));
+  }
+#else
+  if (k >= 0) {
+    atomicAdd(T.count + k, 1ull);
+    atomicAdd(T.sum_row + k, static_cast<unsigned long long>(row));
+    atomicAdd(T.sum_col + k, static_cast<unsigned long long>(col));
+  }
+#endif
+}
+
 __global__ void flatten_and_sum_kernel(int32_t* __restrict__ parent, Tables T, int64_t total, int64_t H, int64_t W) {
   const int64_t HW = H * W;
   SEMNORM_GRID_STRIDE(i, total) {
-    if (parent[i] < 0) continue;  // ignored: set by init, never changed
     const int64_t n = i / HW, p = i % HW;
-    int32_t* par = parent + n * HW;
-    const int32_t root = find_root(par, static_cast<int32_t>(p));
-    parent[i] = root;  // another thread may be walking through p: root is still an ancestor of p
-    const int64_t k = n * HW + root;
-    atomicAdd(T.count + k, 1ull);
-    atomicAdd(T.sum_row + k, static_cast<unsigned long long>(p / W));
-    atomicAdd(T.sum_col + k, static_cast<unsigned long long>(p % W));
+    int64_t k = -1;
+    if (parent[i] >= 0) {  // ignored (-1): set by init, never changed
+      int32_t* par = parent + n * HW;
+      const int32_t root = find_root(par, static_cast<int32_t>(p));
+      parent[i] = root;  // another thread may be walking through p: root is still an ancestor of p
+      k = n * HW + root;
+    }
+    add_to_component(T, k, static_cast<unsigned int>(p / W), static_cast<unsigned int>(p % W));
   }
 }
 
@@ -142,17 +179,37 @@ __device__ __forceinline__ double centroid(const Tables& T, int64_t k, bool row)
   return static_cast<double>((row ? T.sum_row : T.sum_col)[k]) / static_cast<double>(T.count[k]);
 }
 
+// max |row - centroid| over the component's pixels is reached at its smallest or largest row, so a
+// warp group reduces rows and columns to their extremes (integers, exact) and its leader evaluates
+// the same double expressions the per-pixel form would: identical results.
+__device__ __forceinline__ void max_into(unsigned long long* slot, double offset) {
+  // Non-negative doubles order like their bit patterns as unsigned integers.
+  atomicMax(slot, static_cast<unsigned long long>(__double_as_longlong(offset)));
+}
+
 __global__ void max_offset_kernel(const int32_t* __restrict__ parent, Tables T, int64_t total, int64_t H, int64_t W) {
   const int64_t HW = H * W;
   SEMNORM_GRID_STRIDE(i, total) {
     const int32_t root = parent[i];
-    if (root < 0) continue;
-    const int64_t n = i / HW, p = i % HW, k = n * HW + root;
-    const double dr = fabs(static_cast<double>(p / W) - centroid(T, k, true));
-    const double dc = fabs(static_cast<double>(p % W) - centroid(T, k, false));
-    // Non-negative doubles order like their bit patterns as unsigned integers.
-    atomicMax(T.max_row + k, static_cast<unsigned long long>(__double_as_longlong(dr)));
-    atomicMax(T.max_col + k, static_cast<unsigned long long>(__double_as_longlong(dc)));
+    const int64_t n = i / HW, p = i % HW, k = root < 0 ? -1 : n * HW + root;
+    const unsigned int row = static_cast<unsigned int>(p / W), col = static_cast<unsigned int>(p % W);
+#if SEMNORM_WARP_AGGREGATE
+    const unsigned int active = __activemask();
+    const unsigned int peers = __match_any_sync(active, static_cast<unsigned long long>(k));
+    const unsigned int row_lo = __reduce_min_sync(peers, row), row_hi = __reduce_max_sync(peers, row);
+    const unsigned int col_lo = __reduce_min_sync(peers, col), col_hi = __reduce_max_sync(peers, col);
+    const bool leader = static_cast<int>(threadIdx.x % kWarp) == __ffs(peers) - 1;
+    if (leader && k >= 0) {
+      const double cr = centroid(T, k, true), cc = centroid(T, k, false);
+      max_into(T.max_row + k, fmax(fabs(static_cast<double>(row_lo) - cr), fabs(static_cast<double>(row_hi) - cr)));
+      max_into(T.max_col + k, fmax(fabs(static_cast<double>(col_lo) - cc), fabs(static_cast<double>(col_hi) - cc)));
+    }
+#else
+    if (k >= 0) {
+      max_into(T.max_row + k, fabs(static_cast<double>(row) - centroid(T, k, true)));
+      max_into(T.max_col + k, fabs(static_cast<double>(col) - centroid(T, k, false)));
+    }
+#endif
   }
 }
 
@@ -191,6 +248,9 @@ Tensor intra_class_positional_cuda(const Tensor& labels, int64_t ignore_label, d
   const int64_t N = labels.size(0), H = labels.size(1), W = labels.size(2), HW = H * W, total = N * HW;
   TORCH_CHECK(HW <= std::numeric_limits<int32_t>::max(), "semnorm.", kOp,
               ": labels must have fewer than 2^31 pixels per image, got ", H, " x ", W);
+  // Warp sums of 32 rows (columns) in 32 bits: each axis below 2^26 (far above any image).
+  TORCH_CHECK(H < (int64_t(1) << 26) && W < (int64_t(1) << 26), "semnorm.", kOp,
+              ": the CUDA kernel supports images of fewer than 2^26 rows and columns, got ", H, " x ", W);
   const c10::cuda::CUDAGuard guard(labels.device());
   const Tensor lab = labels.contiguous();
   Tensor out = at::empty({N, 2, H, W}, lab.options().dtype(at::kFloat));
