@@ -70,8 +70,9 @@ def assert_bitwise(a, b):
 # stats: channel_moments / normalize_modulate
 
 # (2,3,5,7): scalar loads; (2,3,4,8): vec4; (1,2,128,128): few planes -> each plane split into
-# several chunks (partial Welford states merged); (3,2,1,1): one pixel per plane.
-STATS_SHAPES = [(2, 3, 5, 7), (2, 3, 4, 8), (1, 2, 128, 128), (3, 2, 1, 1)]
+# several chunks (partial Welford states merged); (1,1,127,129): split planes on the scalar path,
+# ragged chunks; (3,2,1,1): one pixel per plane.
+STATS_SHAPES = [(2, 3, 5, 7), (2, 3, 4, 8), (1, 2, 128, 128), (1, 1, 127, 129), (3, 2, 1, 1)]
 VARIANTS = ["plain", "blend", "noise", "blend_noise"]
 
 
