@@ -17,6 +17,8 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 namespace semnorm {
 namespace cuda {
 
@@ -109,6 +111,89 @@ __device__ __forceinline__ Welford<T> block_welford(Welford<T> w, Welford<T>* sc
   w = threadIdx.x < warps ? scratch[threadIdx.x] : Welford<T>();
   if (warp == 0) w = warp_welford(w);
   return w;
+}
+
+// ---- Vectorized access and device size (appended by the stats/semantic/positional kernels).
+
+// V consecutive elements loaded or stored with one aligned access (PyTorch's aligned_vector idea):
+// 4 floats -> one 16-byte load; 4 halves -> one 8-byte load.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) AlignedVec {
+  T val[V];
+};
+
+template <int V, typename T>
+__device__ __forceinline__ void load_vec(const T* __restrict__ p, T (&out)[V]) {
+  if constexpr (V == 1) {
+    out[0] = p[0];
+  } else {
+    const AlignedVec<T, V> v = *reinterpret_cast<const AlignedVec<T, V>*>(p);
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = v.val[i];
+  }
+}
+
+template <int V, typename T>
+__device__ __forceinline__ void store_vec(T* __restrict__ p, const T (&in)[V]) {
+  if constexpr (V == 1) {
+    p[0] = in[0];
+  } else {
+    AlignedVec<T, V> v;
+#pragma unroll
+    for (int i = 0; i < V; ++i) v.val[i] = in[i];
+    *reinterpret_cast<AlignedVec<T, V>*>(p) = v;
+  }
+}
+
+// True when p may be accessed as AlignedVec<T, V> (null pointers count as aligned: absent inputs).
+template <typename T>
+inline bool vec_aligned(const T* p, int vec) {
+  return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * static_cast<size_t>(vec)) == 0;
+}
+
+// Streaming multiprocessors of the current device (sizes grids: a few blocks per SM).
+inline int multiprocessor_count() {
+  int device = 0, sms = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return sms > 0 ? sms : 1;
+}
+
+// Threads for a block that strides over `items` (a multiple of 32 in [32, kThreads]).
+inline int threads_for(int64_t items) {
+  return static_cast<int>(std::min<int64_t>(kThreads, std::max<int64_t>(kWarp, ceil_div(items, kWarp) * kWarp)));
+}
+
+__host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Blocks over (plane, chunk) for kernels that walk planes of `hw` contiguous elements (one (n, c)
+// slice each): block b handles chunk b % splits of plane b / splits, `threads` threads of `vec`
+// elements each. Planes are split only when there are too few of them to fill the device (about
+// 4 blocks per SM), keeping >= 4 vectors per thread, and never into chunks over 2^22 elements (so
+// float counts of a chunk stay exact). chunk is a multiple of vec; no chunk is empty.
+struct PlaneGrid {
+  int64_t splits = 1, chunk = 1, blocks = 1;
+  int threads = kThreads;
+};
+
+inline PlaneGrid plane_grid(int64_t planes, int64_t hw, int vec) {
+  constexpr int64_t kMaxChunk = int64_t(1) << 22;
+  PlaneGrid g;
+  const int64_t vecs = ceil_div(hw, vec);
+  g.threads = threads_for(vecs);
+  const int64_t target = 4 * static_cast<int64_t>(multiprocessor_count());
+  int64_t splits = 1;
+  if (planes < target) {
+    const int64_t most = std::max<int64_t>(1, vecs / (4 * static_cast<int64_t>(g.threads)));
+    splits = std::min(ceil_div(target, planes), most);
+  }
+  splits = std::max(splits, ceil_div(hw, kMaxChunk));
+  g.chunk = ceil_div(ceil_div(hw, splits), vec) * vec;
+  g.splits = ceil_div(hw, g.chunk);
+  g.blocks = planes * g.splits;
+  TORCH_CHECK(g.blocks < (int64_t(1) << 31), "semnorm: tensor too large for the CUDA grid (", planes, " planes of ",
+              hw, ")");
+  return g;
 }
 
 }  // namespace cuda
