@@ -1,0 +1,166 @@
+"""Label-indexed gather / segmented scatter machinery shared by the region, class_modulate and
+label_conv Triton kernels.
+
+Every kernel of these families works on tiles of one sample ``n``: ``BLOCK_P`` consecutive pixels
+(row-major over the output (H, W), so loads along the pixel axis are contiguous and vectorize)
+times ``BLOCK_C`` channels. The launch grid is ``(S, N, CG)``: program ``(s, n, g)`` walks the pixel
+blocks of its pixel range (outer loop; the labels of a block are sampled once) and the channel
+chunks of its channel group (inner loop). :func:`plan_tiles` picks the sizes.
+
+Labels are sampled inside the kernels (:func:`tile_labels`: PyTorch's nearest rule, bit exact, from
+the (N, Hl, Wl) label map in its own dtype); a label outside [0, L), a masked-off pixel or a tap
+outside the image reads as -1 and never addresses a table.
+
+Scatter-adds into per-label tables (:func:`scatter_add_by_label`) walk the distinct labels of the
+tile in increasing order (a ``tl.min`` over the labels still ahead), reduce the tile's values of
+that label in registers and add one row of sums per label. So a tile costs one table update per
+(distinct label, channel) -- a few on natural masks, at most min(L, BLOCK_P) on random ones -- and
+never builds a one-hot. Two ways to add:
+
+- fast path: ``tl.atomic_add`` (relaxed) into the shared table. Float atomics from many programs
+  land in an unspecified order, so sums may differ in the last bits from run to run.
+- deterministic path (``torch.are_deterministic_algorithms_enabled()``): each program owns a
+  private slice of a partial-table buffer (selected by the launcher's ``slot`` stride) and does a
+  plain load-add-store into it, in the fixed label order; the launcher then sums the partial tables
+  with a torch reduction over the slot dimension (fixed order, no atomics). A ``tl.debug_barrier``
+  after each pixel block orders one block's read-modify-writes before the next block's.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import nearest_source
+
+_BIG = tl.constexpr(2**31 - 1)  # "no label": larger than any table index
+
+
+def deterministic() -> bool:
+    """Use the deterministic (atomic-free) reductions?"""
+    return torch.are_deterministic_algorithms_enabled()
+
+
+def opmath(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+@dataclass(frozen=True)
+class Tiles:
+    block_p: int  # pixels per tile (power of 2)
+    block_c: int  # channels per tile (power of 2)
+    pix_per_prog: int  # pixels per program (multiple of block_p)
+    c_per_prog: int  # channels per program (multiple of block_c)
+    s: int  # programs along the pixels
+    cg: int  # programs along the channels
+
+    def grid(self, n: int) -> tuple[int, int, int]:
+        return (self.s, n, self.cg)
+
+
+# Partial tables of the deterministic path are kept under this many elements in all.
+_PARTIAL_BUDGET = 1 << 24
+
+
+def plan_tiles(n: int, c: int, hw: int, device: torch.device, partial_elems: int = 0) -> Tiles:
+    """Tile sizes and the program split for an (N, C, HW) problem.
+
+    On the GPU: 512-pixel tiles (4 warps, 4 consecutive pixels per thread), BLOCK_C filling a tile
+    of 4096 values, and about 8 programs per SM: channel chunks are merged into one program first
+    (its labels are then sampled once for many channels), then pixel blocks. Under the interpreter
+    (~1 ms per program) small tiles and a handful of programs, so tests still cover the loops and
+    the masks. ``partial_elems`` (the size of one program's partial table, deterministic path only)
+    caps the number of pixel ranges so that the N * S partial tables stay under a budget.
+    """
+    interp = device.type != "cuda"
+    bp_cap, bc_cap, tile_cap = (128, 4, 512) if interp else (512, 16, 4096)
+    block_p = min(bp_cap, triton.next_power_of_2(hw))
+    block_c = min(bc_cap, triton.next_power_of_2(c), max(1, tile_cap // block_p))
+    chunks_c, blocks_p = triton.cdiv(c, block_c), triton.cdiv(hw, block_p)
+    target = 4 if interp else 8 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    cpp = 1
+    while n * blocks_p * triton.cdiv(chunks_c, cpp) > target and cpp < chunks_c:
+        cpp *= 2
+    ppp = 1
+    while n * triton.cdiv(blocks_p, ppp) * triton.cdiv(chunks_c, cpp) > target and ppp < blocks_p:
+        ppp *= 2
+    if partial_elems:
+        while n * triton.cdiv(blocks_p, ppp) * partial_elems > _PARTIAL_BUDGET and ppp < blocks_p:
+            ppp *= 2
+    cpp = min(cpp, chunks_c)
+    ppp = min(ppp, blocks_p)
+    return Tiles(block_p, block_c, ppp * block_p, cpp * block_c, triton.cdiv(blocks_p, ppp), triton.cdiv(chunks_c, cpp))
+
+
+# ----------------------------------------------------------------------------------------------
+# jit helpers
+
+
+@triton.jit
+def upcast(v, F64: tl.constexpr):
+    """To the opmath type: float64 for float64 data, else float32 (bf16 math is wrong in the interpreter)."""
+    if F64:
+        return v.to(tl.float64)
+    else:
+        return v.to(tl.float32)
+
+
+@triton.jit
+def tile_labels(lab_ptr, n, h, w, H, W, Hl, Wl, scale_h, scale_w, L, mask):
+    """Labels at output pixels (h, w) of sample n (int32 tensors), sampled from the (N, Hl, Wl) map
+    with the nearest rule; -1 where ``mask`` is false, (h, w) is outside the (H, W) image (taps of the
+    label convolution) or the stored label is outside [0, L)."""
+    inside = mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+    sh = nearest_source(tl.maximum(h, 0), Hl, scale_h)
+    sw = nearest_source(tl.maximum(w, 0), Wl, scale_w)
+    off = n.to(tl.int64) * Hl * Wl + sh.to(tl.int64) * Wl + sw
+    raw = tl.load(lab_ptr + off, mask=inside, other=0)
+    ok = inside & (raw >= 0) & (raw < L)  # range test in the label's own dtype (no int64 truncation)
+    return tl.where(ok, raw.to(tl.int32), -1)
+
+
+@triton.jit
+def gather_by_label(row_ptrs, stride_l, lab, row_mask):
+    """``table[row, lab[p]]`` as a (rows, pixels) tile; rows are ``row_ptrs`` (pointers to label 0),
+    label l at ``l * stride_l``; 0 where the label is -1 or the row is masked."""
+    safe = tl.maximum(lab, 0).to(tl.int64)
+    m = row_mask[:, None] & (lab >= 0)[None, :]
+    return tl.load(row_ptrs[:, None] + safe[None, :] * stride_l, mask=m, other=0)
+
+
+@triton.jit
+def scatter_add_by_label(row_ptrs, stride_l, vals, lab, row_mask, DETERMINISTIC: tl.constexpr):
+    """``table[row, lab[p]] += vals[row, p]`` summed over the tile's pixels (labels -1 skipped).
+
+    One row of sums per distinct label of the tile, labels in increasing order. ``DETERMINISTIC``:
+    plain load-add-store (the caller's program must own the rows); else relaxed atomics.
+    """
+    cur = tl.min(tl.where(lab >= 0, lab, _BIG), axis=0)
+    while cur < _BIG:
+        part = tl.sum(tl.where((lab == cur)[None, :], vals, 0), axis=1)
+        dst = row_ptrs + cur.to(tl.int64) * stride_l
+        if DETERMINISTIC:
+            old = tl.load(dst, mask=row_mask, other=0)
+            tl.store(dst, old + part, mask=row_mask)
+        else:
+            tl.atomic_add(dst, part, mask=row_mask, sem="relaxed")
+        cur = tl.min(tl.where(lab > cur, lab, _BIG), axis=0)
+
+
+@triton.jit
+def count_by_label(cnt_ptr, lab):
+    """``cnt[lab[p]] += 1`` over the tile (int64 atomics: exact, hence deterministic in any order)."""
+    cur = tl.min(tl.where(lab >= 0, lab, _BIG), axis=0)
+    while cur < _BIG:
+        k = tl.sum((lab == cur).to(tl.int64), axis=0)
+        tl.atomic_add(cnt_ptr + cur.to(tl.int64), k, sem="relaxed")
+        cur = tl.min(tl.where(lab > cur, lab, _BIG), axis=0)
