@@ -164,3 +164,39 @@ def count_by_label(cnt_ptr, lab):
         k = tl.sum((lab == cur).to(tl.int64), axis=0)
         tl.atomic_add(cnt_ptr + cur.to(tl.int64), k, sem="relaxed")
         cur = tl.min(tl.where(lab > cur, lab, _BIG), axis=0)
+
+
+@triton.jit
+def scatter_add2_by_label(rows_a, rows_b, stride_l, vals_a, vals_b, lab, row_mask, DETERMINISTIC: tl.constexpr):
+    """Two tables updated in one walk over the tile's labels (e.g. the gamma and beta banks)."""
+    cur = tl.min(tl.where(lab >= 0, lab, _BIG), axis=0)
+    while cur < _BIG:
+        sel = (lab == cur)[None, :]
+        part_a = tl.sum(tl.where(sel, vals_a, 0), axis=1)
+        part_b = tl.sum(tl.where(sel, vals_b, 0), axis=1)
+        off = cur.to(tl.int64) * stride_l
+        if DETERMINISTIC:
+            old_a = tl.load(rows_a + off, mask=row_mask, other=0)
+            old_b = tl.load(rows_b + off, mask=row_mask, other=0)
+            tl.store(rows_a + off, old_a + part_a, mask=row_mask)
+            tl.store(rows_b + off, old_b + part_b, mask=row_mask)
+        else:
+            tl.atomic_add(rows_a + off, part_a, mask=row_mask, sem="relaxed")
+            tl.atomic_add(rows_b + off, part_b, mask=row_mask, sem="relaxed")
+        cur = tl.min(tl.where(lab > cur, lab, _BIG), axis=0)
+
+
+def split_float(value: float) -> tuple[float, float]:
+    """``value`` as hi + lo, two float32 kernel arguments (Triton passes Python floats as float32);
+    a float64 kernel adds them back in float64 (about 48 significant bits)."""
+    hi = float(torch.tensor(value, dtype=torch.float32))
+    lo = float(torch.tensor(value - hi, dtype=torch.float32))
+    return hi, lo
+
+
+@triton.jit
+def join_float(hi, lo, F64: tl.constexpr):
+    if F64:
+        return tl.cast(hi, tl.float64) + tl.cast(lo, tl.float64)
+    else:
+        return tl.cast(hi, tl.float32)
