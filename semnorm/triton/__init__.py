@@ -14,4 +14,4 @@ from .._extension import LOADED, TRITON_INSTALLED
 AVAILABLE = LOADED and TRITON_INSTALLED
 
 if AVAILABLE:
-    from . import class_modulate, region  # noqa: F401
+    from . import class_modulate, label_conv, region  # noqa: F401

@@ -35,7 +35,6 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import nearest_source
 
 _BIG = tl.constexpr(2**31 - 1)  # "no label": larger than any table index
 
@@ -67,6 +66,11 @@ class Tiles:
         return (self.s, n, self.cg)
 
 
+# Under the interpreter: (BLOCK_P cap, BLOCK_C cap, tile cap) and the program count aimed at. Its cost
+# is per operation rather than per element, so big tiles; tests shrink them to cover the loops.
+INTERPRETER_TILES = (1024, 16, 8192)
+INTERPRETER_PROGRAMS = 2
+
 # Partial tables of the deterministic path are kept under this many elements in all.
 _PARTIAL_BUDGET = 1 << 24
 
@@ -77,16 +81,15 @@ def plan_tiles(n: int, c: int, hw: int, device: torch.device, partial_elems: int
     On the GPU: 512-pixel tiles (4 warps, 4 consecutive pixels per thread), BLOCK_C filling a tile
     of 4096 values, and about 8 programs per SM: channel chunks are merged into one program first
     (its labels are then sampled once for many channels), then pixel blocks. Under the interpreter
-    (~1 ms per program) small tiles and a handful of programs, so tests still cover the loops and
-    the masks. ``partial_elems`` (the size of one program's partial table, deterministic path only)
+    (whose cost is per operation) big tiles and few programs. ``partial_elems`` (the size of one program's partial table, deterministic path only)
     caps the number of pixel ranges so that the N * S partial tables stay under a budget.
     """
     interp = device.type != "cuda"
-    bp_cap, bc_cap, tile_cap = (128, 4, 512) if interp else (512, 16, 4096)
+    bp_cap, bc_cap, tile_cap = INTERPRETER_TILES if interp else (512, 16, 4096)
     block_p = min(bp_cap, triton.next_power_of_2(hw))
     block_c = min(bc_cap, triton.next_power_of_2(c), max(1, tile_cap // block_p))
     chunks_c, blocks_p = triton.cdiv(c, block_c), triton.cdiv(hw, block_p)
-    target = 4 if interp else 8 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    target = INTERPRETER_PROGRAMS if interp else 8 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     cpp = 1
     while n * blocks_p * triton.cdiv(chunks_c, cpp) > target and cpp < chunks_c:
         cpp *= 2
@@ -115,15 +118,16 @@ def upcast(v, F64: tl.constexpr):
 
 
 @triton.jit
-def tile_labels(lab_ptr, n, h, w, H, W, Hl, Wl, scale_h, scale_w, L, mask):
-    """Labels at output pixels (h, w) of sample n (int32 tensors), sampled from the (N, Hl, Wl) map
-    with the nearest rule; -1 where ``mask`` is false, (h, w) is outside the (H, W) image (taps of the
-    label convolution) or the stored label is outside [0, L)."""
+def tile_labels(lab_base, h, w, H, W, Hl, Wl, scale_h, scale_w, L, mask):
+    """Labels at output pixels (h, w) (int32 tensors) of one sample, sampled with the nearest rule
+    from its (Hl, Wl) label map at ``lab_base``; -1 where ``mask`` is false, (h, w) lies outside the
+    (H, W) image (taps of the label convolution) or the stored label is outside [0, L)."""
     inside = mask & (h >= 0) & (h < H) & (w >= 0) & (w < W)
-    sh = nearest_source(tl.maximum(h, 0), Hl, scale_h)
-    sw = nearest_source(tl.maximum(w, 0), Wl, scale_w)
-    off = n.to(tl.int64) * Hl * Wl + sh.to(tl.int64) * Wl + sw
-    raw = tl.load(lab_ptr + off, mask=inside, other=0)
+    # _common.nearest_source inlined (a nested jit call costs ~1 ms in the interpreter); negative
+    # h / w only occur outside the image, where the load is masked off
+    sh = tl.minimum((h.to(tl.float32) * scale_h).to(tl.int32), Hl - 1)
+    sw = tl.minimum((w.to(tl.float32) * scale_w).to(tl.int32), Wl - 1)
+    raw = tl.load(lab_base + (sh * Wl + sw), mask=inside, other=0)
     ok = inside & (raw >= 0) & (raw < L)  # range test in the label's own dtype (no int64 truncation)
     return tl.where(ok, raw.to(tl.int32), -1)
 

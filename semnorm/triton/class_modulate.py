@@ -49,10 +49,11 @@ def _class_modulate_forward_kernel(
     c_begin = g * c_per_prog
     c_end = tl.minimum(c_begin + c_per_prog, C)
     pix = n.to(tl.int64) * HW
+    lab_base = lab_ptr + n.to(tl.int64) * Hl * Wl
     for p0 in range(p_begin, p_end, BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
         pm = p < p_end
-        lab = tile_labels(lab_ptr, n, p // W, p % W, H, W, Hl, Wl, scale_h, scale_w, L, pm)
+        lab = tile_labels(lab_base, p // W, p % W, H, W, Hl, Wl, scale_h, scale_w, L, pm)
         if HAS_SG:
             sg = tl.load(sg_ptr + pix + p, mask=pm, other=0)
         if HAS_SB:
@@ -109,10 +110,11 @@ def _class_modulate_backward_kernel(
     # (CG, N, HW) partial per-pixel sums over our channels
     dsg_row = dsg_ptr + (g * N + n).to(tl.int64) * HW
     dsb_row = dsb_ptr + (g * N + n).to(tl.int64) * HW
+    lab_base = lab_ptr + n.to(tl.int64) * Hl * Wl
     for p0 in range(p_begin, p_end, BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
         pm = p < p_end
-        lab = tile_labels(lab_ptr, n, p // W, p % W, H, W, Hl, Wl, scale_h, scale_w, L, pm)
+        lab = tile_labels(lab_base, p // W, p % W, H, W, Hl, Wl, scale_h, scale_w, L, pm)
         if HAS_SG:
             sg = tl.load(sg_ptr + pix + p, mask=pm, other=0)
             acc_sg = tl.zeros([BLOCK_P], dtype=sg.dtype)

@@ -39,10 +39,11 @@ def _region_pool_kernel(
     c_end = tl.minimum(c_begin + c_per_prog, C)
     # this program's table: sums[n] (atomics) or its private partial table (deterministic)
     table = sums_ptr + n.to(tl.int64) * sample_stride + s.to(tl.int64) * slot_stride
+    lab_base = lab_ptr + n.to(tl.int64) * Hl * Wl
     for p0 in range(p_begin, p_end, BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
         pm = p < p_end
-        lab = tile_labels(lab_ptr, n, p // W, p % W, H, W, Hl, Wl, scale_h, scale_w, L, pm)
+        lab = tile_labels(lab_base, p // W, p % W, H, W, Hl, Wl, scale_h, scale_w, L, pm)
         if g == 0:
             count_by_label(cnt_ptr + n.to(tl.int64) * L, lab)
         for c0 in range(c_begin, c_end, BLOCK_C):
@@ -71,10 +72,11 @@ def _region_broadcast_kernel(
     c_begin = g * c_per_prog
     c_end = tl.minimum(c_begin + c_per_prog, C)
     table = codes_ptr + n.to(tl.int64) * L * C
+    lab_base = lab_ptr + n.to(tl.int64) * Hl * Wl
     for p0 in range(p_begin, p_end, BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
         pm = p < p_end
-        lab = tile_labels(lab_ptr, n, p // W, p % W, H, W, Hl, Wl, scale_h, scale_w, L, pm)
+        lab = tile_labels(lab_base, p // W, p % W, H, W, Hl, Wl, scale_h, scale_w, L, pm)
         for c0 in range(c_begin, c_end, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
             cm = c < c_end
