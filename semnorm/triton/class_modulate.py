@@ -270,16 +270,14 @@ def class_modulate_backward(grad_y, x, mean, rstd, labels, weight, bias, scale_g
         BLOCK_P=tiles.block_p, BLOCK_C=tiles.block_c, HAS_SG=sg is not None, HAS_SB=sb is not None,
         DETERMINISTIC=det, F64=x.dtype == torch.float64,
     )
-    sums = stats.sum(1) if tiles.s > 1 else stats[:, 0]
-    grad_mean = -sums[0] * rc
-    grad_rstd = sums[1].contiguous()
+    grad_mean = -stats[0].sum(0) * rc  # fresh tensors (outputs must not be views with an offset)
+    grad_rstd = stats[1].sum(0)
     grad_weight = gw.sum(0) if slots > 1 else gw[0]
     grad_bias = gb.sum(0) if slots > 1 else gb[0]
-    empty = torch.empty(0, dtype=acc, device=dev)
 
     def reduce_groups(t):
         if t is None:
-            return empty
+            return torch.empty(0, dtype=acc, device=dev)
         return t.sum(0) if t.shape[0] > 1 else t[0]
 
     return grad_x, grad_mean, grad_rstd, grad_weight, grad_bias, reduce_groups(dsg), reduce_groups(dsb)
