@@ -271,3 +271,57 @@ class TestRegionErrors:
             ops.region_broadcast(torch.randn(1, 4, 2), torch.zeros(1, 2, 2, dtype=torch.long), 0, 3)
         with pytest.raises(ValueError, match="num_classes must lie in"):
             ops.region_pool(x, torch.zeros(1, 3, 3, dtype=torch.long), 0, True)
+
+
+# The interpreter never compiles a kernel. Without a GPU, build the label families' Triton kernels
+# (region, class_modulate, label_conv; they share semnorm/triton/_labels.py) for sm_90 in a fresh
+# interpreter-free process: catches what only the compiler sees (types, loops, layouts).
+_SM90_BUILD = r'''
+import re, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from semnorm.triton import class_modulate, label_conv, region
+
+FLOATS = {"scale_h", "scale_w", "off_hi", "off_lo"}
+ALIGNED = {"HW", "W", "C", "pix_per_prog", "c_per_prog", "table_slot", "slot_stride", "sample_stride", "table_stride"}
+
+def build(kernel, pointers, constexprs):
+    sig = {a: "constexpr" if a in constexprs else pointers.get(a, "fp32" if a in FLOATS else "i32") for a in kernel.arg_names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(kernel.arg_names) if sig[a].startswith("*") or a in ALIGNED}
+    compiled = triton.compile(ASTSource(kernel, sig, constexprs=constexprs, attrs=attrs), target=GPUTarget("cuda", 90, 32))
+    assert re.search(r"(ld|st)\.global(\.\w+)*\.v[24]", compiled.asm["ptx"]), kernel.__name__  # vectorized streams
+
+T = dict(BLOCK_P=512, BLOCK_C=8)
+def acc(names, dt):
+    return {n: "*" + dt for n in names}
+build(region._region_pool_kernel, {"x_ptr": "*fp32", "lab_ptr": "*i64", "sums_ptr": "*fp32", "cnt_ptr": "*i64"}, dict(T, DETERMINISTIC=False, F64=False))
+build(region._region_pool_kernel, {"x_ptr": "*fp64", "lab_ptr": "*u8", "sums_ptr": "*fp64", "cnt_ptr": "*i64"}, dict(T, DETERMINISTIC=True, F64=True))
+build(region._region_broadcast_kernel, {"codes_ptr": "*bf16", "lab_ptr": "*i32", "out_ptr": "*bf16"}, T)
+stats = ("mean_ptr", "rstd_ptr", "w_ptr", "b_ptr", "sg_ptr", "sb_ptr")
+for xdt, adt, sg, sb, f64 in [("bf16", "fp32", True, True, False), ("fp64", "fp64", False, False, True)]:
+    build(class_modulate._class_modulate_forward_kernel, acc(stats, adt) | {"x_ptr": "*" + xdt, "y_ptr": "*" + xdt, "lab_ptr": "*i64"},
+          dict(T, HAS_SG=sg, HAS_SB=sb, F64=f64))
+grads = stats + ("stat_ptr", "gw_ptr", "gb_ptr", "dsg_ptr", "dsb_ptr")
+for xdt, adt, sg, sb, det, f64 in [("fp32", "fp32", True, True, False, False), ("bf16", "fp32", False, False, True, False),
+                                   ("fp64", "fp64", False, True, True, True)]:
+    build(class_modulate._class_modulate_backward_kernel,
+          acc(grads, adt) | {n: "*" + xdt for n in ("x_ptr", "dy_ptr", "dx_ptr")} | {"lab_ptr": "*i64"},
+          dict(T, HAS_SG=sg, HAS_SB=sb, DETERMINISTIC=det, F64=f64))
+build(label_conv._label_tap_gather_forward_kernel, {"table_ptr": "*fp16", "lab_ptr": "*i64", "out_ptr": "*fp16"}, dict(T, F64=False))
+build(label_conv._label_tap_gather_backward_kernel, {"grad_ptr": "*fp32", "lab_ptr": "*i64", "gt_ptr": "*fp32"}, dict(T, DETERMINISTIC=False, F64=False))
+build(label_conv._label_tap_gather_backward_kernel, {"grad_ptr": "*fp64", "lab_ptr": "*u8", "gt_ptr": "*fp64"}, dict(T, DETERMINISTIC=True, F64=True))
+print("compiled")
+'''
+
+
+@needs_triton
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the CUDA tests run the kernels themselves")
+def test_triton_label_kernels_compile_for_sm90():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", _SM90_BUILD], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "compiled" in done.stdout, done.stdout + done.stderr

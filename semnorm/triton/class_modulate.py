@@ -35,14 +35,13 @@ from ._labels import deterministic, gather_by_label, join_float, opmath, plan_ti
 @triton.jit
 def _class_modulate_forward_kernel(
     x_ptr, mean_ptr, rstd_ptr, lab_ptr, w_ptr, b_ptr, sg_ptr, sb_ptr, y_ptr,
-    C, H, W, Hl, Wl, scale_h, scale_w, L, off_hi, off_lo,
+    C, H, W, HW, Hl, Wl, scale_h, scale_w, L, off_hi, off_lo,
     pix_per_prog, c_per_prog,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, HAS_SG: tl.constexpr, HAS_SB: tl.constexpr, F64: tl.constexpr,
 ):
     s = tl.program_id(0)
     n = tl.program_id(1)
     g = tl.program_id(2)
-    HW = H * W
     offset = join_float(off_hi, off_lo, F64)
     p_begin = s * pix_per_prog
     p_end = tl.minimum(p_begin + pix_per_prog, HW)
@@ -84,7 +83,7 @@ def _class_modulate_forward_kernel(
 def _class_modulate_backward_kernel(
     dy_ptr, x_ptr, mean_ptr, rstd_ptr, lab_ptr, w_ptr, b_ptr, sg_ptr, sb_ptr,
     dx_ptr, stat_ptr, gw_ptr, gb_ptr, dsg_ptr, dsb_ptr,
-    N, C, H, W, Hl, Wl, scale_h, scale_w, L, off_hi, off_lo,
+    N, C, H, W, HW, Hl, Wl, scale_h, scale_w, L, off_hi, off_lo,
     pix_per_prog, c_per_prog, table_slot,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, HAS_SG: tl.constexpr, HAS_SB: tl.constexpr,
     DETERMINISTIC: tl.constexpr, F64: tl.constexpr,
@@ -93,7 +92,6 @@ def _class_modulate_backward_kernel(
     n = tl.program_id(1)
     g = tl.program_id(2)
     S = tl.num_programs(0)
-    HW = H * W
     offset = join_float(off_hi, off_lo, F64)
     p_begin = s * pix_per_prog
     p_end = tl.minimum(p_begin + pix_per_prog, HW)
@@ -226,7 +224,7 @@ def class_modulate(x, mean, rstd, labels, weight, bias, scale_gamma=None, scale_
     xc, mc, rc, wc, bc = (t.contiguous() for t in (x, mean, rstd, weight, bias))
     _class_modulate_forward_kernel[tiles.grid(n)](
         xc, mc, rc, labels, wc, bc, sg if sg is not None else mc, sb if sb is not None else mc, y,
-        c, h, w, *_label_geometry(labels, h, w), L, off_hi, off_lo,
+        c, h, w, h * w, *_label_geometry(labels, h, w), L, off_hi, off_lo,
         tiles.pix_per_prog, tiles.c_per_prog,
         BLOCK_P=tiles.block_p, BLOCK_C=tiles.block_c, HAS_SG=sg is not None, HAS_SB=sb is not None,
         F64=x.dtype == torch.float64,
@@ -265,7 +263,7 @@ def class_modulate_backward(grad_y, x, mean, rstd, labels, weight, bias, scale_g
     _class_modulate_backward_kernel[tiles.grid(n)](
         dyc, xc, mc, rc, labels, wc, bc, sg if sg is not None else mc, sb if sb is not None else mc,
         grad_x, stats, gw, gb, dsg if dsg is not None else stats, dsb if dsb is not None else stats,
-        n, c, h, w, *_label_geometry(labels, h, w), L, off_hi, off_lo,
+        n, c, h, w, h * w, *_label_geometry(labels, h, w), L, off_hi, off_lo,
         tiles.pix_per_prog, tiles.c_per_prog, L * c if det else 0,
         BLOCK_P=tiles.block_p, BLOCK_C=tiles.block_c, HAS_SG=sg is not None, HAS_SB=sb is not None,
         DETERMINISTIC=det, F64=x.dtype == torch.float64,

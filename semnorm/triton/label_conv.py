@@ -29,14 +29,13 @@ from ._labels import deterministic, gather_by_label, opmath, plan_tiles, scatter
 @triton.jit
 def _label_tap_gather_forward_kernel(
     table_ptr, lab_ptr, out_ptr,
-    C, K, L, H, W, Hl, Wl, scale_h, scale_w, table_stride,
+    C, K, L, H, W, HW, Hl, Wl, scale_h, scale_w, table_stride,
     pix_per_prog, c_per_prog,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, F64: tl.constexpr,
 ):
     s = tl.program_id(0)
     n = tl.program_id(1)
     g = tl.program_id(2)
-    HW = H * W
     KK = K * K
     r = K // 2
     p_begin = s * pix_per_prog
@@ -68,14 +67,13 @@ def _label_tap_gather_forward_kernel(
 @triton.jit
 def _label_tap_gather_backward_kernel(
     grad_ptr, lab_ptr, gt_ptr,
-    C, K, L, H, W, Hl, Wl, scale_h, scale_w, sample_stride, slot_stride,
+    C, K, L, H, W, HW, Hl, Wl, scale_h, scale_w, sample_stride, slot_stride,
     pix_per_prog, c_per_prog,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, DETERMINISTIC: tl.constexpr, F64: tl.constexpr,
 ):
     s = tl.program_id(0)
     n = tl.program_id(1)
     g = tl.program_id(2)
-    HW = H * W
     KK = K * K
     r = K // 2
     p_begin = s * pix_per_prog
@@ -142,7 +140,7 @@ def label_tap_gather(table: torch.Tensor, labels: torch.Tensor, kernel_size: int
     tiles = plan_tiles(n, c, h * w, table.device)
     _label_tap_gather_forward_kernel[tiles.grid(n)](
         tc, labels, out,
-        c, k, L, h, w, *_geometry(labels, h, w), 0 if t_count == 1 else c * kk * L,
+        c, k, L, h, w, h * w, *_geometry(labels, h, w), 0 if t_count == 1 else c * kk * L,
         tiles.pix_per_prog, tiles.c_per_prog,
         BLOCK_P=tiles.block_p, BLOCK_C=tiles.block_c, F64=table.dtype == torch.float64,
     )
@@ -175,7 +173,7 @@ def label_tap_gather_backward(grad_out: torch.Tensor, labels: torch.Tensor, num_
         sample_stride, slot_stride = (0 if t_count == 1 else table_elems), 0
     _label_tap_gather_backward_kernel[tiles.grid(n)](
         gc, labels, partial,
-        c, k, L, h, w, *_geometry(labels, h, w), sample_stride, slot_stride,
+        c, k, L, h, w, h * w, *_geometry(labels, h, w), sample_stride, slot_stride,
         tiles.pix_per_prog, tiles.c_per_prog,
         BLOCK_P=tiles.block_p, BLOCK_C=tiles.block_c, DETERMINISTIC=det, F64=acc == torch.float64,
     )

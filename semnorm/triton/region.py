@@ -25,14 +25,13 @@ from ._labels import count_by_label, deterministic, gather_by_label, opmath, pla
 @triton.jit
 def _region_pool_kernel(
     x_ptr, lab_ptr, sums_ptr, cnt_ptr,
-    C, H, W, Hl, Wl, scale_h, scale_w, L,
+    C, H, W, HW, Hl, Wl, scale_h, scale_w, L,
     pix_per_prog, c_per_prog, slot_stride, sample_stride,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, DETERMINISTIC: tl.constexpr, F64: tl.constexpr,
 ):
     s = tl.program_id(0)
     n = tl.program_id(1)
     g = tl.program_id(2)
-    HW = H * W
     p_begin = s * pix_per_prog
     p_end = tl.minimum(p_begin + pix_per_prog, HW)
     c_begin = g * c_per_prog
@@ -59,14 +58,13 @@ def _region_pool_kernel(
 @triton.jit
 def _region_broadcast_kernel(
     codes_ptr, lab_ptr, out_ptr,
-    C, H, W, Hl, Wl, scale_h, scale_w, L,
+    C, H, W, HW, Hl, Wl, scale_h, scale_w, L,
     pix_per_prog, c_per_prog,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     s = tl.program_id(0)
     n = tl.program_id(1)
     g = tl.program_id(2)
-    HW = H * W
     p_begin = s * pix_per_prog
     p_end = tl.minimum(p_begin + pix_per_prog, HW)
     c_begin = g * c_per_prog
@@ -104,7 +102,7 @@ def region_pool(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mean: b
         sample_stride, slot_stride = L * c, 0
     _region_pool_kernel[tiles.grid(n)](
         xc, labels, partial, counts,
-        c, h, w, labels.shape[1], labels.shape[2], nearest_scale(labels.shape[1], h), nearest_scale(labels.shape[2], w), L,
+        c, h, w, h * w, labels.shape[1], labels.shape[2], nearest_scale(labels.shape[1], h), nearest_scale(labels.shape[2], w), L,
         tiles.pix_per_prog, tiles.c_per_prog, slot_stride, sample_stride,
         BLOCK_P=tiles.block_p, BLOCK_C=tiles.block_c, DETERMINISTIC=det, F64=acc == torch.float64,
     )
@@ -132,7 +130,7 @@ def region_broadcast(codes: torch.Tensor, labels: torch.Tensor, height: int, wid
     tiles = plan_tiles(n, c, h * w, codes.device)
     _region_broadcast_kernel[tiles.grid(n)](
         cc, labels, out,
-        c, h, w, labels.shape[1], labels.shape[2], nearest_scale(labels.shape[1], h), nearest_scale(labels.shape[2], w), L,
+        c, h, w, h * w, labels.shape[1], labels.shape[2], nearest_scale(labels.shape[1], h), nearest_scale(labels.shape[2], w), L,
         tiles.pix_per_prog, tiles.c_per_prog,
         BLOCK_P=tiles.block_p, BLOCK_C=tiles.block_c,
     )
