@@ -252,6 +252,31 @@ class TestLabelTapGatherKernels:
         check()
 
 
+# Small tiles under the interpreter, so the kernels' loops run several times: several pixel blocks
+# and channel chunks per program, several programs along the pixels (S) and the channels (CG), and the
+# deterministic path's partial tables with read-modify-writes across blocks.
+SMALL_TILES = [((16, 2, 32), 4), ((16, 2, 32), 16)]
+
+
+@needs_triton
+@pytest.mark.parametrize("tiles,programs", SMALL_TILES)
+@pytest.mark.parametrize("det", [False, True])
+@pytest.mark.parametrize("t_count", [1, 2])
+def test_triton_small_tiles(monkeypatch, tiles, programs, det, t_count):
+    from semnorm.triton import _labels
+
+    monkeypatch.setattr(_labels, "INTERPRETER_TILES", tiles)
+    monkeypatch.setattr(_labels, "INTERPRETER_PROGRAMS", programs)
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: det)
+    labels = LABEL_CASES["natural"](2, 10, 14, 5)
+    table = torch.randn(t_count, 5, 9, 5, requires_grad=True)
+    out = F.label_tap_gather(table, labels, 3, 9, 7, impl="triton")
+    ref = F.label_tap_gather(table, labels, 3, 9, 7, impl="reference")
+    assert_close(out, ref)
+    g = torch.randn_like(out)
+    assert_close(torch.autograd.grad(out, table, g)[0], torch.autograd.grad(ref, table, g)[0])
+
+
 # label_conv / region_conv against torch's conv2d of the explicit one-hot / broadcast map, computed in
 # float64 from the same (rounded) inputs.
 IMPLS = ["reference", pytest.param("native", marks=needs_ext)]

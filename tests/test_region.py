@@ -213,6 +213,31 @@ class TestRegionKernels:
         check()
 
 
+# Small tiles under the interpreter, so the kernels' loops run several times: several pixel blocks
+# and channel chunks per program, several programs along the pixels (S) and the channels (CG), and the
+# deterministic path's partial tables with read-modify-writes across blocks.
+SMALL_TILES = [((16, 2, 32), 4), ((16, 2, 32), 16)]
+
+
+@needs_triton
+@pytest.mark.parametrize("tiles,programs", SMALL_TILES)
+@pytest.mark.parametrize("det", [False, True])
+def test_triton_small_tiles(monkeypatch, tiles, programs, det):
+    from semnorm.triton import _labels
+
+    monkeypatch.setattr(_labels, "INTERPRETER_TILES", tiles)
+    monkeypatch.setattr(_labels, "INTERPRETER_PROGRAMS", programs)
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: det)
+    x = torch.randn(2, 5, 9, 7, requires_grad=True)
+    labels = LABEL_CASES["natural"](2, 18, 14, 6)
+    p, c = F.region_pool(x, labels, 6, True, impl="triton")
+    pr, cr = F.region_pool(x, labels, 6, True, impl="reference")
+    assert_close(p, pr)
+    assert torch.equal(c, cr)
+    g = torch.randn_like(p)
+    assert_close(torch.autograd.grad(p, x, g)[0], torch.autograd.grad(pr, x, g)[0])
+
+
 class TestRegionErrors:
     @pytest.mark.parametrize("impl", ["native", pytest.param("triton", marks=needs_triton), "reference"])
     def test_bad_input(self, impl):
