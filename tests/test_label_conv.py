@@ -259,19 +259,18 @@ SMALL_TILES = [((16, 2, 32), 4), ((16, 2, 32), 16)]
 
 
 @needs_triton
-@pytest.mark.parametrize("tiles,programs", SMALL_TILES)
-@pytest.mark.parametrize("det", [False, True])
-@pytest.mark.parametrize("t_count", [1, 2])
+@pytest.mark.parametrize("tiles,programs,det,t_count", [(*SMALL_TILES[0], True, 1), (*SMALL_TILES[0], False, 2),
+                                                        (*SMALL_TILES[1], True, 2), (*SMALL_TILES[1], False, 1)])
 def test_triton_small_tiles(monkeypatch, tiles, programs, det, t_count):
     from semnorm.triton import _labels
 
     monkeypatch.setattr(_labels, "INTERPRETER_TILES", tiles)
     monkeypatch.setattr(_labels, "INTERPRETER_PROGRAMS", programs)
     monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: det)
-    labels = LABEL_CASES["natural"](2, 10, 14, 5)
-    table = torch.randn(t_count, 5, 9, 5, requires_grad=True)
-    out = F.label_tap_gather(table, labels, 3, 9, 7, impl="triton")
-    ref = F.label_tap_gather(table, labels, 3, 9, 7, impl="reference")
+    labels = LABEL_CASES["natural"](2, 16, 10, 5)
+    table = torch.randn(t_count, 3, 9, 5, requires_grad=True)
+    out = F.label_tap_gather(table, labels, 3, 8, 5, impl="triton")
+    ref = F.label_tap_gather(table, labels, 3, 8, 5, impl="reference")
     assert_close(out, ref)
     g = torch.randn_like(out)
     assert_close(torch.autograd.grad(out, table, g)[0], torch.autograd.grad(ref, table, g)[0])
