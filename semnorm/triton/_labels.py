@@ -35,7 +35,6 @@ import torch
 import triton
 import triton.language as tl
 
-
 _BIG = tl.constexpr(2**31 - 1)  # "no label": larger than any table index
 
 
@@ -81,8 +80,9 @@ def plan_tiles(n: int, c: int, hw: int, device: torch.device, partial_elems: int
     On the GPU: 512-pixel tiles (4 warps, 4 consecutive pixels per thread), BLOCK_C filling a tile
     of 4096 values, and about 8 programs per SM: channel chunks are merged into one program first
     (its labels are then sampled once for many channels), then pixel blocks. Under the interpreter
-    (whose cost is per operation) big tiles and few programs. ``partial_elems`` (the size of one program's partial table, deterministic path only)
-    caps the number of pixel ranges so that the N * S partial tables stay under a budget.
+    (whose cost is per operation) big tiles and few programs. ``partial_elems`` (the size of one
+    program's partial table, deterministic path only) caps the number of pixel ranges so that the
+    N * S partial tables stay under a budget.
     """
     interp = device.type != "cuda"
     bp_cap, bc_cap, tile_cap = INTERPRETER_TILES if interp else (512, 16, 4096)
