@@ -84,6 +84,8 @@ def plan_tiles(n: int, c: int, hw: int, device: torch.device, partial_elems: int
     program's partial table, deterministic path only) caps the number of pixel ranges so that the
     N * S partial tables stay under a budget.
     """
+    if hw >= 2**31:  # pixel indices within a sample are int32 in the kernels
+        raise ValueError(f"semnorm: the Triton kernels need H * W < 2^31 per sample, got {hw}")
     interp = device.type != "cuda"
     bp_cap, bc_cap, tile_cap = INTERPRETER_TILES if interp else (512, 16, 4096)
     block_p = min(bp_cap, triton.next_power_of_2(hw))
