@@ -1,16 +1,20 @@
-"""class_modulate (CLADE guided sampling + normalize + modulate): native vs reference vs a naive loop."""
+"""class_modulate (CLADE guided sampling + normalize + modulate): kernels (native, Triton; CPU, CUDA) vs reference vs a naive loop."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as TF
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from optest import DTYPES, LABEL_CASES, LABEL_DTYPES, LAYOUTS, RESOLUTIONS, assert_close, make_x, needs_ext
+from optest import (
+    DEVICES, DTYPES, KERNEL_IMPLS, LABEL_CASES, LABEL_DTYPES, LAYOUTS, RESOLUTIONS, assert_close, make_x, needs_ext,
+    needs_triton,
+)
 
 from semnorm import functional as F
 from semnorm import reference
+from semnorm._extension import op_namespace
 
 
 def opmath(dtype):
@@ -77,10 +81,19 @@ def test_reference_matches_naive_loop(case, res, scales):
         torch.testing.assert_close(y, naive_class_modulate(*ins, offset=offset))
 
 
-def compare_native_reference(ins, offset, dtype, grad_scale=1.0):
-    """Forward and every gradient, native vs reference, on independent copies of the leaves."""
+def to_device(t, device):
+    """``t`` on ``device`` with the same strides (a strided view stays strided) and requires_grad."""
+    if not isinstance(t, torch.Tensor) or t.device.type == device:
+        return t
+    out = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=device)
+    out.copy_(t.detach())
+    return out.requires_grad_(t.requires_grad)
+
+
+def compare_kernel_reference(impl, ins, offset, dtype, grad_scale=1.0):
+    """Forward and every gradient, kernel vs reference, on independent copies of the leaves."""
     a, b = clone_leaves(ins), clone_leaves(ins)
-    y = run("native", *a, offset)
+    y = run(impl, *a, offset)
     yr = run("reference", *b, offset)
     assert y.is_contiguous()
     assert_close(y, yr, dtype)
@@ -98,28 +111,68 @@ def compare_native_reference(ins, offset, dtype, grad_scale=1.0):
     return a
 
 
-@needs_ext
-class TestClassModulateNative:
-    @pytest.mark.parametrize("dtype", DTYPES)
-    @pytest.mark.parametrize("layout", LAYOUTS)
-    @pytest.mark.parametrize("scales", [False, True])
-    @pytest.mark.parametrize("offset", [0.0, 1.0])
-    def test_forward_backward(self, dtype, layout, scales, offset):
-        ins = make_inputs(2, 5, 9, 7, 18, 14, 6, dtype, layout, scales)
-        # low precision: dy is rounded once, sums over 63 pixels in float32 in both; allow for it
-        compare_native_reference(ins, offset, dtype, grad_scale=1.0 if dtype in (torch.float32, torch.float64) else 20.0)
+def _id(v):
+    if isinstance(v, torch.dtype):
+        return str(v).split(".")[-1]
+    if isinstance(v, tuple):
+        return "x".join(map(_id, v))
+    return str(v)
 
-    @pytest.mark.parametrize("case", list(LABEL_CASES))
-    @pytest.mark.parametrize("res", RESOLUTIONS)
-    @pytest.mark.parametrize("scales", [False, True])
-    def test_label_cases(self, case, res, scales):
+
+def backend_params(cases, interp_cases=None):
+    """``(impl, device, *case)`` params over KERNEL_IMPLS x DEVICES: every case natively and on CUDA,
+    only ``interp_cases`` (default: all) for Triton on the CPU, where the interpreter runs them
+    at ~1 ms per operation."""
+    params = []
+    for ip in KERNEL_IMPLS:
+        for dp in DEVICES:
+            impl = ip.values[0]
+            device = dp.values[0] if hasattr(dp, "values") else dp
+            marks = list(ip.marks) + list(getattr(dp, "marks", ()))
+            chosen = interp_cases if impl == "triton" and device == "cpu" and interp_cases is not None else cases
+            for case in chosen:
+                case = case if isinstance(case, tuple) else (case,)
+                params.append(pytest.param(impl, device, *case, marks=marks, id="-".join(map(_id, (impl, device, *case)))))
+    return params
+
+
+def interpreted(impl, device):
+    return impl == "triton" and device == "cpu"
+
+
+def low_precision_scale(dtype):
+    # low precision: dy is rounded once, sums over many pixels in float32 in both; allow for it
+    return 1.0 if dtype in (torch.float32, torch.float64) else 20.0
+
+
+BACKENDS = backend_params([()])
+
+# Triton on the CPU: a subset of each grid, with every dtype, layout, label case and resolution
+# (odd, 1x1, coarser/finer labels), both scale settings and both offsets still present.
+FB_CASES = [(d, lay, sc, off) for d in DTYPES for lay in LAYOUTS for sc in (False, True) for off in (0.0, 1.0)]
+FB_INTERP = [(torch.float32, "contiguous", True, 0.0), (torch.float64, "channels_last", True, 1.0),
+             (torch.bfloat16, "strided", True, 1.0), (torch.float16, "channels_last", False, 0.0),
+             (torch.float32, "strided", False, 1.0), (torch.float64, "contiguous", False, 0.0)]
+CASE_CASES = [(case, r, sc) for case in LABEL_CASES for r in RESOLUTIONS for sc in (False, True)]
+CASE_INTERP = [(case, RESOLUTIONS[(2 * i + j) % len(RESOLUTIONS)], j == 1) for i, case in enumerate(LABEL_CASES) for j in (0, 1)]
+RUN_CASES = [(d, which) for d in DTYPES for which in ("none", "gamma", "beta")]
+RUN_INTERP = [(d, ("none", "gamma", "beta")[i % 3]) for i, d in enumerate(DTYPES)]
+
+
+class TestClassModulateKernels:
+    @pytest.mark.parametrize("impl,device,dtype,layout,scales,offset", backend_params(FB_CASES, FB_INTERP))
+    def test_forward_backward(self, impl, device, dtype, layout, scales, offset):
+        ins = [to_device(t, device) for t in make_inputs(2, 5, 9, 7, 18, 14, 6, dtype, layout, scales)]
+        compare_kernel_reference(impl, ins, offset, dtype, grad_scale=low_precision_scale(dtype))
+
+    @pytest.mark.parametrize("impl,device,case,res,scales", backend_params(CASE_CASES, CASE_INTERP))
+    def test_label_cases(self, impl, device, case, res, scales):
         (h, w), (hl, wl) = res
-        ins = make_inputs(3, 4, h, w, hl, wl, 7, scales=scales, case=case)
-        compare_native_reference(ins, 0.0, torch.float32)
+        ins = [to_device(t, device) for t in make_inputs(3, 4, h, w, hl, wl, 7, scales=scales, case=case)]
+        compare_kernel_reference(impl, ins, 0.0, torch.float32)
 
-    @pytest.mark.parametrize("dtype", DTYPES)
-    @pytest.mark.parametrize("which", ["none", "gamma", "beta"])
-    def test_long_runs(self, dtype, which):
+    @pytest.mark.parametrize("impl,device,dtype,which", backend_params(RUN_CASES, RUN_INTERP))
+    def test_long_runs(self, impl, device, dtype, which):
         # Runs of equal labels longer than the kernels' vector width, plus short ones, in one plane.
         x, mean, rstd, labels, weight, bias, sg, sb = make_inputs(2, 3, 16, 21, 16, 21, 5, dtype, scales=True)
         labels = torch.zeros(2, 16, 21, dtype=torch.int64)
@@ -128,56 +181,63 @@ class TestClassModulateNative:
         labels[1, 9:] = 4
         sg = sg if which == "gamma" else None
         sb = sb if which == "beta" else None
-        compare_native_reference((x, mean, rstd, labels, weight, bias, sg, sb), 1.0, dtype,
-                                 grad_scale=1.0 if dtype in (torch.float32, torch.float64) else 20.0)
+        ins = [to_device(t, device) for t in (x, mean, rstd, labels, weight, bias, sg, sb)]
+        compare_kernel_reference(impl, ins, 1.0, dtype, grad_scale=low_precision_scale(dtype))
 
-    @pytest.mark.parametrize("label_dtype", LABEL_DTYPES)
-    def test_label_dtypes(self, label_dtype):
-        ins = make_inputs(2, 3, 6, 10, 17, 23, 5, scales=True, label_dtype=label_dtype)
-        compare_native_reference(ins, 1.0, torch.float32)
+    @pytest.mark.parametrize("impl,device,label_dtype", backend_params(LABEL_DTYPES))
+    def test_label_dtypes(self, impl, device, label_dtype):
+        ins = [to_device(t, device) for t in make_inputs(2, 3, 6, 10, 17, 23, 5, scales=True, label_dtype=label_dtype)]
+        compare_kernel_reference(impl, ins, 1.0, torch.float32)
 
-    def test_absent_labels_get_zero_gradient_rows(self):
-        ins = make_inputs(2, 3, 8, 8, 8, 8, 7, case="absent_labels", scales=True)
-        a = compare_native_reference(ins, 0.0, torch.float32)
-        present = torch.zeros(7, dtype=torch.bool)
+    @pytest.mark.parametrize("impl,device", BACKENDS)
+    def test_absent_labels_get_zero_gradient_rows(self, impl, device):
+        ins = [to_device(t, device) for t in make_inputs(2, 3, 8, 8, 8, 8, 7, case="absent_labels", scales=True)]
+        a = compare_kernel_reference(impl, ins, 0.0, torch.float32)
+        present = torch.zeros(7, dtype=torch.bool, device=device)
         present[ins[3].unique()] = True
         assert (a[4].grad[~present] == 0).all() and (a[5].grad[~present] == 0).all()
         assert (a[5].grad[present] != 0).any()
 
-    def test_noncontiguous_grad_and_expanded_stats(self):
+    @pytest.mark.parametrize("impl,device", BACKENDS)
+    def test_noncontiguous_grad_and_expanded_stats(self, impl, device):
         # batch statistics expanded over N (stride 0) and a channels_last upstream gradient
-        x, mean, rstd, labels, weight, bias, sg, sb = make_inputs(3, 4, 6, 5, 6, 5, 4, scales=True, requires_grad=False)
+        ops = op_namespace(impl)
+        x, mean, rstd, labels, weight, bias, sg, sb = (
+            to_device(t, device) for t in make_inputs(3, 4, 6, 5, 6, 5, 4, scales=True, requires_grad=False))
         mean_b, rstd_b = mean[:1].expand(3, 4), rstd[:1].expand(3, 4)
-        g = torch.randn(3, 4, 6, 5).contiguous(memory_format=torch.channels_last)
-        out = torch.ops.semnorm.class_modulate_backward(g, x, mean_b, rstd_b, labels, weight, bias, sg, sb, 1.0)
-        exp = torch.ops.semnorm.class_modulate_backward(g.contiguous(), x, mean_b.contiguous(), rstd_b.contiguous(),
-                                                        labels, weight, bias, sg, sb, 1.0)
+        g = torch.randn(3, 4, 6, 5, device=device).contiguous(memory_format=torch.channels_last)
+        out = ops.class_modulate_backward(g, x, mean_b, rstd_b, labels, weight, bias, sg, sb, 1.0)
+        exp = ops.class_modulate_backward(g.contiguous(), x, mean_b.contiguous(), rstd_b.contiguous(),
+                                          labels, weight, bias, sg, sb, 1.0)
         for a, e in zip(out, exp):
             torch.testing.assert_close(a, e)
-        y = torch.ops.semnorm.class_modulate(x, mean_b, rstd_b, labels, weight, bias, sg, sb, 1.0)
+        y = ops.class_modulate(x, mean_b, rstd_b, labels, weight, bias, sg, sb, 1.0)
         assert_close(y, reference.class_modulate(x, mean_b, rstd_b, labels, weight, bias, sg, sb, 1.0))
 
-    def test_backward_without_scales_returns_empty(self):
-        x, mean, rstd, labels, weight, bias, _, _ = make_inputs(2, 3, 4, 4, 4, 4, 3, requires_grad=False)
-        grads = torch.ops.semnorm.class_modulate_backward(torch.randn_like(x), x, mean, rstd, labels, weight, bias,
-                                                          None, None, 0.0)
+    @pytest.mark.parametrize("impl,device", BACKENDS)
+    def test_backward_without_scales_returns_empty(self, impl, device):
+        x, mean, rstd, labels, weight, bias, _, _ = (
+            to_device(t, device) for t in make_inputs(2, 3, 4, 4, 4, 4, 3, requires_grad=False))
+        grads = op_namespace(impl).class_modulate_backward(torch.randn_like(x), x, mean, rstd, labels, weight, bias,
+                                                           None, None, 0.0)
         assert len(grads) == 7
         assert grads[5].numel() == 0 and grads[6].numel() == 0
         assert grads[3].shape == (3, 3) and grads[1].shape == (2, 3)
 
-    @pytest.mark.parametrize("scales", [False, True])
-    @pytest.mark.parametrize("offset", [0.0, 1.0])
-    def test_gradcheck_float64(self, scales, offset):
-        x, mean, rstd, labels, weight, bias, sg, sb = make_inputs(2, 3, 5, 4, 7, 3, 5, torch.float64, scales=scales,
-                                                                  case="absent_labels")
+    @pytest.mark.parametrize("impl,device,scales,offset", backend_params([(s, o) for s in (False, True) for o in (0.0, 1.0)]))
+    def test_gradcheck_float64(self, impl, device, scales, offset):
+        fast = interpreted(impl, device)  # the interpreter: random projections, not full Jacobians
+        x, mean, rstd, labels, weight, bias, sg, sb = (
+            to_device(t, device) for t in make_inputs(2, 3, 5, 4, 7, 3, 5, torch.float64, scales=scales,
+                                                      case="absent_labels"))
         if scales:
             fn = lambda *t: F.class_modulate(t[0], t[1], t[2], labels, t[3], t[4], scale_gamma=t[5], scale_beta=t[6],  # noqa: E731
-                                             offset=offset, impl="native")
+                                             offset=offset, impl=impl)
             inputs = (x, mean, rstd, weight, bias, sg, sb)
         else:
-            fn = lambda *t: F.class_modulate(t[0], t[1], t[2], labels, t[3], t[4], offset=offset, impl="native")  # noqa: E731
+            fn = lambda *t: F.class_modulate(t[0], t[1], t[2], labels, t[3], t[4], offset=offset, impl=impl)  # noqa: E731
             inputs = (x, mean, rstd, weight, bias)
-        assert torch.autograd.gradcheck(fn, inputs)
+        assert torch.autograd.gradcheck(fn, inputs, fast_mode=fast)
 
     def test_reference_gradcheck_float64(self):
         x, mean, rstd, labels, weight, bias, sg, sb = make_inputs(2, 3, 4, 5, 9, 11, 4, torch.float64, scales=True)
@@ -185,27 +245,34 @@ class TestClassModulateNative:
             lambda *t: reference.class_modulate(t[0], t[1], t[2], labels, t[3], t[4], t[5], t[6], offset=1.0),
             (x, mean, rstd, weight, bias, sg, sb))
 
-    def test_gradcheck_one_scale(self):
-        x, mean, rstd, labels, weight, bias, sg, sb = make_inputs(1, 2, 3, 4, 3, 4, 3, torch.float64, scales=True)
+    @pytest.mark.parametrize("impl,device", BACKENDS)
+    def test_gradcheck_one_scale(self, impl, device):
+        fast = interpreted(impl, device)
+        x, mean, rstd, labels, weight, bias, sg, sb = (
+            to_device(t, device) for t in make_inputs(1, 2, 3, 4, 3, 4, 3, torch.float64, scales=True))
         assert torch.autograd.gradcheck(
-            lambda t, s: F.class_modulate(t, mean, rstd, labels, weight, bias, scale_gamma=s, impl="native"), (x, sg))
+            lambda t, s: F.class_modulate(t, mean, rstd, labels, weight, bias, scale_gamma=s, impl=impl), (x, sg),
+            fast_mode=fast)
         assert torch.autograd.gradcheck(
-            lambda t, s: F.class_modulate(t, mean, rstd, labels, weight, bias, scale_beta=s, impl="native"), (x, sb))
+            lambda t, s: F.class_modulate(t, mean, rstd, labels, weight, bias, scale_beta=s, impl=impl), (x, sb),
+            fast_mode=fast)
 
-    @pytest.mark.parametrize("scales", [False, True])
-    def test_opcheck(self, scales):
-        x, mean, rstd, labels, weight, bias, sg, sb = make_inputs(2, 3, 6, 5, 12, 10, 4, scales=scales)
-        torch.library.opcheck(torch.ops.semnorm.class_modulate.default, (x, mean, rstd, labels, weight, bias, sg, sb, 1.0))
+    @pytest.mark.parametrize("impl,device,scales", backend_params([False, True]))
+    def test_opcheck(self, impl, device, scales):
+        ops = op_namespace(impl)
+        x, mean, rstd, labels, weight, bias, sg, sb = (
+            to_device(t, device) for t in make_inputs(2, 3, 6, 5, 12, 10, 4, scales=scales))
+        torch.library.opcheck(ops.class_modulate.default, (x, mean, rstd, labels, weight, bias, sg, sb, 1.0))
         d = [t.detach() if isinstance(t, torch.Tensor) else t for t in (x, mean, rstd, labels, weight, bias, sg, sb)]
-        torch.library.opcheck(torch.ops.semnorm.class_modulate_backward.default, (torch.randn(2, 3, 6, 5), *d, 0.0))
+        torch.library.opcheck(ops.class_modulate_backward.default, (torch.randn(2, 3, 6, 5, device=device), *d, 0.0))
 
-    @pytest.mark.parametrize("scales", [False, True])
-    def test_compile_fullgraph(self, scales):
+    @pytest.mark.parametrize("impl,device,scales", backend_params([False, True]))
+    def test_compile_fullgraph(self, impl, device, scales):
         def f(x, mean, rstd, labels, weight, bias, sg, sb):
-            y = F.class_modulate(x, mean, rstd, labels, weight, bias, scale_gamma=sg, scale_beta=sb)
+            y = F.class_modulate(x, mean, rstd, labels, weight, bias, scale_gamma=sg, scale_beta=sb, impl=impl)
             return torch.relu(y) * 2
 
-        ins = make_inputs(2, 3, 8, 8, 16, 16, 5, scales=scales)
+        ins = [to_device(t, device) for t in make_inputs(2, 3, 8, 8, 16, 16, 5, scales=scales)]
         a, b = clone_leaves(ins), clone_leaves(ins)
         out = torch.compile(f, fullgraph=True)(*a)
         ref = f(*b)
@@ -216,17 +283,38 @@ class TestClassModulateNative:
             if isinstance(t, torch.Tensor) and t.requires_grad:
                 assert_close(t.grad, tr.grad)
 
-    def test_clade_end_to_end_matches_published_formulation(self):
+    @pytest.mark.parametrize("impl,device,scales", backend_params([False, True]))
+    def test_deterministic_mode(self, impl, device, scales):
+        # Deterministic algorithms: every output bitwise equal on two runs, and equal to the fast path
+        # (atomics) within tolerance.
+        x, mean, rstd, labels, weight, bias, sg, sb = (
+            to_device(t, device) for t in make_inputs(3, 6, 11, 13, 22, 26, 7, scales=scales, requires_grad=False))
+        g = torch.randn_like(x)
+        ops = op_namespace(impl)
+        fast = ops.class_modulate_backward(g, x, mean, rstd, labels, weight, bias, sg, sb, 1.0)
+        old = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            a = ops.class_modulate_backward(g, x, mean, rstd, labels, weight, bias, sg, sb, 1.0)
+            b = ops.class_modulate_backward(g, x, mean, rstd, labels, weight, bias, sg, sb, 1.0)
+        finally:
+            torch.use_deterministic_algorithms(old)
+        for ta, tb, tf in zip(a, b, fast):
+            assert torch.equal(ta, tb)
+            assert_close(ta, tf)
+
+    @pytest.mark.parametrize("impl,device", BACKENDS)
+    def test_clade_end_to_end_matches_published_formulation(self, impl, device):
         # Batch statistics, CLADE's offset 0: equals BN(x) * gamma + beta with gamma, beta from the
         # published guided sampling (one-hot at label resolution, nearest resize, argmax, embedding).
         n, c, h, w, num_classes = 3, 6, 8, 12, 9
-        x = torch.randn(n, c, h, w, dtype=torch.float64)
-        labels = LABEL_CASES["natural"](n, 21, 29, num_classes)
-        weight = torch.rand(num_classes, c, dtype=torch.float64)
-        bias = torch.randn(num_classes, c, dtype=torch.float64)
+        x = torch.randn(n, c, h, w, dtype=torch.float64, device=device)
+        labels = LABEL_CASES["natural"](n, 21, 29, num_classes).to(device)
+        weight = torch.rand(num_classes, c, dtype=torch.float64, device=device)
+        bias = torch.randn(num_classes, c, dtype=torch.float64, device=device)
         mean = x.mean((0, 2, 3))
         rstd = (x.var((0, 2, 3), unbiased=False) + 1e-5).rsqrt()
-        y = F.class_modulate(x, mean.expand(n, c), rstd.expand(n, c), labels, weight, bias, impl="native")
+        y = F.class_modulate(x, mean.expand(n, c), rstd.expand(n, c), labels, weight, bias, impl=impl)
 
         onehot = TF.one_hot(labels, num_classes).permute(0, 3, 1, 2).double()
         idx = TF.interpolate(onehot, size=(h, w), mode="nearest").argmax(1)
@@ -237,19 +325,42 @@ class TestClassModulateNative:
         torch.testing.assert_close(F.class_modulate(x, mean.expand(n, c), rstd.expand(n, c), labels, weight, bias,
                                                     impl="reference"), expected)
 
-    @given(
-        n=st.integers(1, 3), c=st.integers(1, 5), h=st.integers(1, 9), w=st.integers(1, 9),
-        hl=st.integers(1, 12), wl=st.integers(1, 12), num_classes=st.integers(1, 9), scales=st.booleans(),
-        offset=st.sampled_from([0.0, 1.0, -0.5]), seed=st.integers(0, 2**16),
-    )
-    def test_fuzz_shapes(self, n, c, h, w, hl, wl, num_classes, scales, offset, seed):
-        torch.manual_seed(seed)
-        ins = make_inputs(n, c, h, w, hl, wl, num_classes, scales=scales, case="random")
-        compare_native_reference(ins, offset, torch.float32)
+    @pytest.mark.parametrize("impl,device", BACKENDS)
+    def test_fuzz_shapes(self, impl, device):
+        @settings(max_examples=6 if interpreted(impl, device) else settings().max_examples)
+        @given(
+            n=st.integers(1, 3), c=st.integers(1, 5), h=st.integers(1, 9), w=st.integers(1, 9),
+            hl=st.integers(1, 12), wl=st.integers(1, 12), num_classes=st.integers(1, 9), scales=st.booleans(),
+            offset=st.sampled_from([0.0, 1.0, -0.5]), seed=st.integers(0, 2**16),
+        )
+        def check(n, c, h, w, hl, wl, num_classes, scales, offset, seed):
+            torch.manual_seed(seed)
+            ins = [to_device(t, device) for t in make_inputs(n, c, h, w, hl, wl, num_classes, scales=scales, case="random")]
+            compare_kernel_reference(impl, ins, offset, torch.float32)
+
+        check()
+
+
+# Small tiles under the interpreter, so the kernels' loops run several times: several pixel blocks
+# and channel chunks per program, several programs along the pixels (S) and the channels (CG), and the
+# deterministic path's partial tables with read-modify-writes across blocks.
+SMALL_TILES = [((16, 2, 32), 4), ((16, 2, 32), 16)]
+
+
+@needs_triton
+@pytest.mark.parametrize("tiles,programs", SMALL_TILES)
+@pytest.mark.parametrize("det", [False, True])
+def test_triton_small_tiles(monkeypatch, tiles, programs, det):
+    from semnorm.triton import _labels
+
+    monkeypatch.setattr(_labels, "INTERPRETER_TILES", tiles)
+    monkeypatch.setattr(_labels, "INTERPRETER_PROGRAMS", programs)
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: det)
+    compare_kernel_reference("triton", make_inputs(2, 5, 9, 7, 18, 14, 6, scales=True), 1.0, torch.float32)
 
 
 class TestClassModulateErrors:
-    @pytest.mark.parametrize("impl", ["native", "reference"])
+    @pytest.mark.parametrize("impl", ["native", pytest.param("triton", marks=needs_triton), "reference"])
     def test_bad_input(self, impl):
         if impl == "native":
             pytest.importorskip("semnorm._C", reason="extension not built")
@@ -328,4 +439,39 @@ class TestClassModulateErrors:
         with pytest.raises(RuntimeError, match="grad_y must have shape"):
             cmb(x[:, :1], x, mean, rstd, labels, weight, bias, None, None, 0.0)
         with pytest.raises(RuntimeError, match="grad_y must have dtype Float"):
+            cmb(x.double(), x, mean, rstd, labels, weight, bias, None, None, 0.0)
+
+    @needs_triton
+    def test_triton_kernel_checks_itself(self):
+        # Bypass the Python layer: the Triton launchers refuse bad input on their own, naming the argument.
+        x, mean, rstd, labels, weight, bias, sg, sb = make_inputs(1, 2, 3, 3, 3, 3, 4, scales=True, requires_grad=False)
+        cm = torch.ops.semnorm_triton.class_modulate
+        cmb = torch.ops.semnorm_triton.class_modulate_backward
+        with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found 9"):
+            cm(x, mean, rstd, torch.full((1, 3, 3), 9), weight, bias)
+        with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found 300"):
+            cm(x, mean, rstd, torch.full((1, 5, 5), 300, dtype=torch.int32), weight, bias, sg, sb, 1.0)
+        with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found -2"):
+            cmb(x, x, mean, rstd, torch.full((1, 3, 3), -2), weight, bias, None, None, 0.0)
+        with pytest.raises(TypeError, match="labels must be an integer tensor"):
+            cm(x, mean, rstd, torch.zeros(1, 3, 3), weight, bias)
+        with pytest.raises(ValueError, match="labels has batch size 2"):
+            cm(x, mean, rstd, torch.zeros(2, 3, 3, dtype=torch.long), weight, bias)
+        with pytest.raises(ValueError, match="weight must have C = 2 columns"):
+            cm(x, mean, rstd, labels, weight[:, :1], bias)
+        with pytest.raises(ValueError, match=r"bias must have shape \(4, 2\)"):
+            cm(x, mean, rstd, labels, weight, bias[:3])
+        with pytest.raises(TypeError, match="weight must have dtype torch.float32"):
+            cm(x, mean, rstd, labels, weight.double(), bias)
+        with pytest.raises(TypeError, match="mean must have dtype torch.float64"):
+            cm(x.double(), mean, rstd.double(), labels, weight.double(), bias.double())
+        with pytest.raises(ValueError, match="x must not be empty"):
+            cm(x[:, :, :0], mean, rstd, labels, weight, bias)
+        with pytest.raises(ValueError, match="scale_gamma must have shape"):
+            cm(x, mean, rstd, labels, weight, bias, sg[:, :2])
+        with pytest.raises(TypeError, match="scale_beta must have dtype torch.float32"):
+            cm(x, mean, rstd, labels, weight, bias, sg, sb.double())
+        with pytest.raises(ValueError, match="grad_y must have shape"):
+            cmb(x[:, :1], x, mean, rstd, labels, weight, bias, None, None, 0.0)
+        with pytest.raises(TypeError, match="grad_y must have dtype torch.float32"):
             cmb(x.double(), x, mean, rstd, labels, weight, bias, None, None, 0.0)
