@@ -16,3 +16,4 @@ AVAILABLE = LOADED and TRITON_INSTALLED
 if AVAILABLE:
     from . import stats  # noqa: F401
     from . import semantic  # noqa: F401
+    from . import positional  # noqa: F401
