@@ -84,6 +84,16 @@ def clone_leaves(mean, rstd, kw):
     return c(mean), c(rstd), {k: c(v) for k, v in kw.items()}
 
 
+def dense(t):
+    """True when t's elements fill its storage span without gaps or overlaps, in some dimension order."""
+    expected = 1
+    for d in sorted(range(t.dim()), key=t.stride):
+        if t.shape[d] != 1 and t.stride(d) != expected:
+            return False
+        expected *= t.shape[d]
+    return True
+
+
 def on(device, t):
     """``t`` on ``device`` as a fresh leaf with t's requires_grad and memory layout.
 
@@ -94,8 +104,7 @@ def on(device, t):
         return None
     src = t.detach()
     if src.device.type != device:
-        dense = src.is_contiguous() or src.is_contiguous(memory_format=torch.channels_last)
-        if dense or src.dim() == 0:
+        if dense(src):  # .to keeps the strides of dense tensors (channels_last, permuted views)
             src = src.to(device)
         else:
             wide = torch.zeros(*src.shape[:-1], 2 * src.shape[-1], dtype=src.dtype, device=device)
