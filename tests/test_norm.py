@@ -246,6 +246,24 @@ class TestStatsKernels:
         assert_close(outs[0], outs[1])
         assert_close(x.grad, xr.grad, scale=2)
 
+    def test_deterministic_backward(self, impl, device):
+        # Per-program partial sums reduced in a fixed order, no float atomics: two runs agree bit for bit.
+        ops = semnorm._extension.op_namespace(impl)
+        x = torch.randn(2, 3, 33, 40, device=device)
+        mean, rstd, kw = on_all(device, *modulate_inputs(x.cpu(), "blend_noise"))
+        args = (x, mean, rstd, kw["gamma"], kw["beta"], kw["gamma2"], kw["beta2"], kw["blend"], kw["noise"],
+                kw["noise_scale"], 1.0)
+        before = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            runs = [ops.normalize_modulate_backward(torch.ones_like(x), *args) for _ in range(2)]
+            runs += [ops.channel_moments_backward(mean[0], rstd[0], x, mean[0], False, kw["noise"], kw["noise_scale"])
+                     for _ in range(2)]
+        finally:
+            torch.use_deterministic_algorithms(before)
+        for a, b in zip(runs[0] + runs[2], runs[1] + runs[3]):
+            assert torch.equal(a, b)
+
     def test_gradcheck_float64(self, impl, device):
         fast = impl == "triton"  # the interpreter: one random direction per input instead of full Jacobians
         x = torch.randn(2, 3, 4, 5, dtype=torch.float64, device=device, requires_grad=True)
@@ -506,6 +524,116 @@ def test_syncbatch_two_processes_gloo(tmp_path):
             torch.testing.assert_close(r["rv"], rv)
         torch.testing.assert_close(torch.cat([r0["y"], r1["y"]]), y.detach())
         torch.testing.assert_close(torch.cat([r0["grad"], r1["grad"]]), x.grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton kernels compiled for the GPU (sm_90) without one: the interpreter is lax where the compiler
+# is not (Python floats, constexpr specialisation of ints equal to 1, scalar atomics), so every
+# launch a launcher makes is compiled through Triton's full pipeline, ptxas included, instead of run.
+
+AOT_HARNESS = r"""
+import os, sys, inspect, traceback
+os.environ.pop("TRITON_INTERPRET", None)
+import torch, triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from triton.runtime.jit import JITFunction
+
+TARGET = GPUTarget("cuda", 90, 32)
+SEEN = {}
+FAILS = []
+_TY = {torch.float32: "fp32", torch.float64: "fp64", torch.float16: "fp16", torch.bfloat16: "bf16",
+       torch.int64: "i64", torch.int32: "i32", torch.uint8: "u8", torch.int8: "i8", torch.bool: "i1"}
+
+def _sig(fn, args, kwargs):
+    names = fn.arg_names
+    vals = dict(zip(names, args)); vals.update({k: v for k, v in kwargs.items() if k in names})
+    sig, consts = {}, {}
+    ann = {p.name: p.annotation_type for p in fn.params}
+    for i, name in enumerate(names):
+        p = fn.params[i]
+        v = vals[name]
+        if p.is_constexpr:
+            sig[name] = "constexpr"; consts[name] = v; continue
+        if isinstance(v, torch.Tensor):
+            sig[name] = "*" + _TY[v.dtype]
+        elif isinstance(v, bool):
+            sig[name] = "i1"
+        elif isinstance(v, int):
+            if v == 1:
+                sig[name] = "constexpr"; consts[name] = 1
+            else:
+                sig[name] = "i32" if -2**31 <= v < 2**31 else "i64"
+        elif isinstance(v, float):
+            sig[name] = ann[name] or "fp32"
+        else:
+            raise TypeError(f"{name}: {type(v)}")
+    return sig, consts
+
+def _getitem(self, grid):
+    def run(*args, **kwargs):
+        opts = {k: v for k, v in kwargs.items() if k in ("num_warps", "num_stages")}
+        sig, consts = _sig(self, args, kwargs)
+        key = (self.fn.__name__, tuple(sorted(sig.items())), tuple(sorted((k, str(v)) for k, v in consts.items())), tuple(sorted(opts.items())))
+        if key in SEEN: return
+        try:
+            src = ASTSource(self, sig, constexprs=consts)
+            k = triton.compile(src, target=TARGET, options=opts)
+            SEEN[key] = k.metadata.shared if hasattr(k, "metadata") else 0
+            print("ok  ", self.fn.__name__, {k: v for k, v in consts.items() if not isinstance(v, int) or k.isupper()}, flush=True)
+        except Exception as e:
+            SEEN[key] = None
+            FAILS.append((self.fn.__name__, consts, e))
+            print("FAIL", self.fn.__name__, consts, "\\n", "".join(traceback.format_exception_only(e))[-3000:], flush=True)
+    return run
+
+JITFunction.__getitem__ = _getitem
+"""
+
+
+def compile_triton_launches(body: str) -> None:
+    """Run ``body`` (launcher calls on CPU tensors) in a subprocess where each kernel launch compiles for sm_90."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    code = AOT_HARNESS + "\n" + body + "\nprint('fails:', len(FAILS))\nsys.exit(1 if FAILS else 0)\n"
+    res = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-6000:]
+
+
+AOT_STATS = """
+from semnorm.triton import stats as S
+for dt in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+    acc = torch.float64 if dt == torch.float64 else torch.float32
+    for shape in [(2, 3, 5, 7), (2, 3, 64, 64)]:
+        n, c, h, w = shape
+        x = torch.randn(shape).to(dt)
+        nz, sc = torch.randn(n, h, w, dtype=acc), torch.rand(c, dtype=acc)
+        mean, rstd = torch.randn(n, c, dtype=acc), torch.rand(n, c, dtype=acc)
+        for pi in (True, False):
+            for noise in (False, True):
+                S.channel_moments(x, pi, nz if noise else None, sc if noise else None)
+                m = mean if pi else mean[0]
+                S.channel_moments_backward(m, m, x, m, pi, nz if noise else None, sc if noise else None)
+        for blend in (False, True):
+            for noise in (False, True):
+                a = (x, mean, rstd, x, x, x if blend else None, x if blend else None,
+                     torch.ones(2, dtype=acc) if blend else None, nz if noise else None, sc if noise else None, 0.7)
+                S.normalize_modulate(*a)
+                S.normalize_modulate_backward(x, *a)
+"""
+
+
+@pytest.mark.slow
+@needs_triton
+def test_triton_kernels_compile_for_sm90():
+    pytest.importorskip("triton.backends.nvidia")
+    compile_triton_launches(AOT_STATS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -335,3 +335,26 @@ class TestPositionalErrors:
         with pytest.raises(ValueError, match="eps must be finite and non-negative"):
             op(torch.zeros(1, 3, 3, dtype=torch.int64), -1, -0.5)
         op(torch.zeros(1, 3, 3, dtype=torch.int64))  # a good call after the bad ones works
+
+
+# ---- the Triton kernels compiled for sm_90 without a GPU (see tests/test_norm.py)
+
+AOT_POSITIONAL = """
+from semnorm.triton import positional as P
+for dt in (torch.int64, torch.int32, torch.uint8):
+    for ignore in (-1, 1, 3, 2**40):
+        P.intra_class_positional(torch.randint(0, 3, (2, 9, 13)).to(dt), ignore, 1e-5)
+        P.intra_class_positional(torch.randint(0, 3, (1, 1, 1)).to(dt), ignore, 0.0)
+# the flag of a compile-only launch stays 0, so the host loop never reaches the compress kernel
+P._cc_compress_kernel[(1,)](torch.zeros(10, dtype=torch.int32), 10, BLOCK=1024, num_warps=4)
+P._cc_compress_kernel[(1,)](torch.zeros(10, dtype=torch.int64), 10, BLOCK=1024, num_warps=4)
+"""
+
+
+@pytest.mark.slow
+@needs_triton
+def test_triton_kernels_compile_for_sm90():
+    pytest.importorskip("triton.backends.nvidia")
+    from test_norm import compile_triton_launches
+
+    compile_triton_launches(AOT_POSITIONAL)

@@ -86,6 +86,15 @@ def on_all(device, ts):
     return [on(device, t) for t in ts]
 
 
+class DeterministicAlgorithms:
+    def __enter__(self):
+        self.before = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+
+    def __exit__(self, *exc):
+        torch.use_deterministic_algorithms(self.before)
+
+
 def ops_of(impl):
     return semnorm._extension.op_namespace(impl)
 
@@ -236,6 +245,17 @@ class TestSemanticModulateKernels:
         x, mean, rstd, vectors, bank = on_all(device, make_scn(2, 3, 5, 4, 4))
         y = F.semantic_modulate(x, mean, rstd, vectors, torch.zeros_like(bank), impl=impl)
         assert_close(y, (x - mean[..., None, None]) * rstd[..., None, None])
+
+    def test_deterministic_backward(self, impl, device):
+        # No float atomics in either backend's backward: two runs agree bit for bit.
+        ins = on_all(device, make_scn(2, 20, 9, 7, 3))
+        g = torch.randn(2, 20, 9, 7, device=device)
+        ops = ops_of(impl)
+        with DeterministicAlgorithms():
+            first = ops.semantic_modulate_backward(g, *ins, 1.0)
+            second = ops.semantic_modulate_backward(g, *ins, 1.0)
+        for a, b in zip(first, second):
+            assert torch.equal(a, b)
 
     def test_gradcheck_float64(self, impl, device):
         for offset in (0.0, 1.0):
@@ -478,3 +498,30 @@ class TestSemanticErrors:
             ops.candidate_combine(vv, cand[0])
         with pytest.raises(err, match="candidate_combine_backward: grad_y must have shape"):
             ops.candidate_combine_backward(torch.randn(2, 5, 5, 6), vv, cand)
+
+
+# ---- the Triton kernels compiled for sm_90 without a GPU (see tests/test_norm.py)
+
+AOT_SEMANTIC = """
+from semnorm.triton import semantic as S
+for dt in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+    acc = torch.float64 if dt == torch.float64 else torch.float32
+    for (n, c, h, w, k) in [(2, 5, 9, 7, 4), (4, 64, 64, 64, 16), (1, 1, 1, 1, 1)]:
+        x = torch.randn(n, c, h, w).to(dt)
+        mean, rstd = torch.randn(n, c, dtype=acc), torch.rand(n, c, dtype=acc)
+        v, bank = torch.rand(n, k, h, w).to(dt), torch.randn(k, 2 * c, dtype=acc)
+        S.semantic_modulate(x, mean, rstd, v, bank, 1.0)
+        S.semantic_modulate_backward(x, x, mean, rstd, v, bank, 1.0)
+        cand = torch.randn(n, k, c, h, w).to(dt)
+        S.candidate_combine(v, cand)
+        S.candidate_combine_backward(x, v, cand)
+"""
+
+
+@pytest.mark.slow
+@needs_triton
+def test_triton_kernels_compile_for_sm90():
+    pytest.importorskip("triton.backends.nvidia")
+    from test_norm import compile_triton_launches
+
+    compile_triton_launches(AOT_SEMANTIC)
