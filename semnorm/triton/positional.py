@@ -160,7 +160,7 @@ def _cc_axis(coord, r, valid, sum_ptr, min_ptr, max_ptr, cnt, eps):
 @triton.jit
 def _cc_map_kernel(
     comp_ptr, count_ptr, srow_ptr, scol_ptr, rmin_ptr, rmax_ptr, cmin_ptr, cmax_ptr, out_ptr, total, HW, W,
-    eps: "fp64", BLOCK: tl.constexpr,
+    eps: "fp64", BLOCK: tl.constexpr,  # noqa: F821
 ):
     g, m, h, w = _pixel(tl.program_id(0), total, HW, W, BLOCK)
     r = tl.load(comp_ptr + g, mask=m, other=-1).to(tl.int64)

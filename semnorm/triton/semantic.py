@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from .._extension import TRITON_INTERPRET
-from ._common import check_activation, fail, register_kernel
+from ._common import check_activation, register_kernel
 from .stats import (
     acc_type,
     as_acc,
@@ -74,7 +74,7 @@ def _scn_mix(v_ptr, bank_ptr, n, ch, cm, offs, pm, C, HW, K, init, col0, ACC: tl
 
 @triton.jit
 def _scn_forward_kernel(
-    x_ptr, mean_ptr, rstd_ptr, v_ptr, bank_ptr, y_ptr, C, HW, K, offset: "fp64",
+    x_ptr, mean_ptr, rstd_ptr, v_ptr, bank_ptr, y_ptr, C, HW, K, offset: "fp64",  # noqa: F821
     ACC: tl.constexpr, CB: tl.constexpr, BLOCK: tl.constexpr,
 ):
     ncb = tl.cdiv(C, CB)
@@ -100,7 +100,7 @@ def _scn_forward_kernel(
 @triton.jit
 def _scn_backward_channels_kernel(
     dy_ptr, x_ptr, mean_ptr, rstd_ptr, v_ptr, bank_ptr, gx_ptr, pstat_ptr, pbank_ptr, C, HW, K, NCHUNK, BPC,
-    offset: "fp64", ACC: tl.constexpr, CB: tl.constexpr, BLOCK: tl.constexpr, KP: tl.constexpr,
+    offset: "fp64", ACC: tl.constexpr, CB: tl.constexpr, BLOCK: tl.constexpr, KP: tl.constexpr,  # noqa: F821
 ):
     """grad_x of a [CB, BPC * BLOCK] slab, and its partial sums:
     pstat[n, c, chunk, :] = (sum dy (off + g), sum dy (off + g) (x - mean)),

@@ -134,6 +134,10 @@ def check_moment(t: torch.Tensor, x: torch.Tensor, per_instance: bool, op: str, 
 # kernels
 
 
+# Float scalar arguments are annotated "fp64": Triton passes an unannotated float as float32, an
+# annotated one as float64 (the kernels round it once to their opmath type with as_acc). It must be the
+# string literal (a global name is refused inside @jit), hence the F821 noqa for linters.
+
 # The interpreter converts float32 to bfloat16 by truncation; to_out rounds there by hand.
 _INTERPRET = tl.constexpr(TRITON_INTERPRET)
 
@@ -280,7 +284,8 @@ def _modulate_gb(g_ptr, b_ptr, g2_ptr, b2_ptr, blend_ptr, idx, mask, BLEND: tl.c
 
 @triton.jit
 def _modulate_forward_kernel(
-    x_ptr, mean_ptr, rstd_ptr, g_ptr, b_ptr, g2_ptr, b2_ptr, blend_ptr, noise_ptr, scale_ptr, y_ptr, C, HW, offset: "fp64",
+    x_ptr, mean_ptr, rstd_ptr, g_ptr, b_ptr, g2_ptr, b2_ptr, blend_ptr, noise_ptr, scale_ptr, y_ptr, C, HW,
+    offset: "fp64",  # noqa: F821
     BLEND: tl.constexpr, NOISE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
 ):
     plane = tl.program_id(0).to(tl.int64)
@@ -301,7 +306,7 @@ def _modulate_forward_kernel(
 @triton.jit
 def _modulate_backward_kernel(
     dy_ptr, x_ptr, mean_ptr, rstd_ptr, g_ptr, b_ptr, g2_ptr, b2_ptr, blend_ptr, noise_ptr, scale_ptr,
-    gx_ptr, gg_ptr, gb_ptr, gg2_ptr, gb2_ptr, partial_ptr, C, HW, NB, offset: "fp64",
+    gx_ptr, gg_ptr, gb_ptr, gg2_ptr, gb2_ptr, partial_ptr, C, HW, NB, offset: "fp64",  # noqa: F821
     BLEND: tl.constexpr, NOISE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Elementwise gradients of one block, and its 5 partial sums -> partial[plane, block, :]:
@@ -410,7 +415,8 @@ def _check_modulate(x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noi
     beta = check_dense(beta, x, op, "beta")
     has_blend, has_g2, has_b2 = _present(blend), _present(gamma2), _present(beta2)
     if not (has_blend == has_g2 == has_b2):
-        alone = "".join(f" {name}" for name, there in (("gamma2", has_g2), ("beta2", has_b2), ("blend", has_blend)) if there)
+        given = (("gamma2", has_g2), ("beta2", has_b2), ("blend", has_blend))
+        alone = "".join(f" {name}" for name, there in given if there)
         fail(op, f"gamma2, beta2 and blend must be given together (SEAN's second branch), got{alone} alone")
     if has_blend:
         gamma2 = check_dense(gamma2, x, op, "gamma2")
@@ -457,7 +463,7 @@ def normalize_modulate_backward(grad_y, x, mean, rstd, gamma, beta, gamma2, beta
     has_blend, has_noise = blend is not None, nz is not None
 
     def dense(present):
-        return torch.empty((n, c, h, w), dtype=x.dtype, device=dev) if present else torch.empty(0, dtype=x.dtype, device=dev)
+        return torch.empty((n, c, h, w) if present else (0,), dtype=x.dtype, device=dev)
 
     gx, ggamma, gbeta, ggamma2, gbeta2 = dense(True), dense(True), dense(True), dense(has_blend), dense(has_blend)
     partial = torch.zeros(n * c, nb, 5, dtype=acc, device=dev)
