@@ -23,9 +23,9 @@ jumping, not propagation.
 
 Then ``_cc_stats_kernel`` accumulates per root the pixel count, row / column sums (int64), and the
 row / column extremes (int32 min / max) with integer atomics (deterministic: integer sums and
-extremes do not depend on the order). Each block first folds its two most common roots (the
-smallest and largest ids in the block, usually the whole block) into one atomic each, so large
-components do not serialise on one address. Finally ``_cc_map_kernel`` computes D per pixel in
+extremes do not depend on the order). Each block first folds the pixels of its smallest and of its
+largest root id (often the whole block) into one atomic per statistic, so large components do not
+serialise on one address; the remaining pixels use one atomic each. Finally ``_cc_map_kernel`` computes D per pixel in
 float64 like the CPU: centroid = sum / count, max |offset| = max(max - centroid, centroid - min)
 (exactly the CPU's running max of |h - centroid|), ``D = (h - centroid) * (1 / (max + eps))``.
 """
