@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as TF
 from hypothesis import given
 from hypothesis import strategies as st
-from optest import DTYPES, LAYOUTS, assert_close, make_x, needs_ext
+from optest import DEVICES, DTYPES, KERNEL_IMPLS, LAYOUTS, assert_close, make_x, needs_triton
 
+import semnorm
 from semnorm import functional as F
 from semnorm import reference
 
@@ -52,6 +53,56 @@ def make_scc(n, k, c, h, w, dtype=torch.float32, layout="contiguous", requires_g
 
 def clones(ts):
     return [t.detach().clone().requires_grad_() for t in ts]
+
+
+def dense(t):
+    """True when t's elements fill its storage span without gaps or overlaps, in some dimension order."""
+    expected = 1
+    for d in sorted(range(t.dim()), key=t.stride):
+        if t.shape[d] != 1 and t.stride(d) != expected:
+            return False
+        expected *= t.shape[d]
+    return True
+
+
+def on(device, t):
+    """``t`` on ``device`` as a fresh leaf with t's requires_grad and memory layout.
+
+    ``Tensor.to`` makes a non-dense view (the "strided" layout) contiguous on another device, so such
+    a view is rebuilt there as every other column of a wider tensor.
+    """
+    src = t.detach()
+    if src.device.type != device:
+        if dense(src):  # .to keeps the strides of dense tensors (channels_last, permuted views)
+            src = src.to(device)
+        else:
+            wide = torch.zeros(*src.shape[:-1], 2 * src.shape[-1], dtype=src.dtype, device=device)
+            wide[..., ::2] = src
+            src = wide[..., ::2]
+    return src.requires_grad_(t.requires_grad)
+
+
+def on_all(device, ts):
+    return [on(device, t) for t in ts]
+
+
+class DeterministicAlgorithms:
+    def __enter__(self):
+        self.before = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+
+    def __exit__(self, *exc):
+        torch.use_deterministic_algorithms(self.before)
+
+
+def ops_of(impl):
+    return semnorm._extension.op_namespace(impl)
+
+
+def trim(impl, keep):
+    """Skip the Triton run of a grid point unless ``keep`` (the interpreter runs ~1 ms per program)."""
+    if impl == "triton" and not keep:
+        pytest.skip("trimmed for the Triton interpreter (the other grid points cover this one)")
 
 
 def naive_semantic_modulate(x, mean, rstd, vectors, bank, offset):
@@ -133,19 +184,21 @@ def test_reference_gradcheck_float64():
     assert torch.autograd.gradcheck(reference.candidate_combine, make_scc(2, 3, 2, 3, 4, torch.float64, requires_grad=True))
 
 
-# ---- native
+# ---- kernels (native C++/CUDA and Triton) vs reference, on each device
 
 
-@needs_ext
-class TestSemanticModulateNative:
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", KERNEL_IMPLS)
+class TestSemanticModulateKernels:
     @pytest.mark.parametrize("dtype", DTYPES)
     @pytest.mark.parametrize("layout", LAYOUTS)
     @pytest.mark.parametrize("k", [1, 4])
     @pytest.mark.parametrize("offset", [0.0, 1.0])
-    def test_forward_backward(self, dtype, layout, k, offset):
-        ins = make_scn(2, 5, 9, 7, k, dtype, layout, requires_grad=True)
+    def test_forward_backward(self, impl, device, dtype, layout, k, offset):
+        trim(impl, (k == 4) == (offset == 1.0))
+        ins = on_all(device, make_scn(2, 5, 9, 7, k, dtype, layout, requires_grad=True))
         ref_ins = clones(ins)
-        y = F.semantic_modulate(*ins, offset=offset, impl="native")
+        y = F.semantic_modulate(*ins, offset=offset, impl=impl)
         yr = F.semantic_modulate(*ref_ins, offset=offset, impl="reference")
         assert y.dtype == dtype and y.is_contiguous()
         assert_close(y, yr, dtype)
@@ -159,10 +212,12 @@ class TestSemanticModulateNative:
 
     @pytest.mark.parametrize("size", SIZES + [(33, 17), (2, 300)])
     @pytest.mark.parametrize("k", [1, 3, 16])
-    def test_sizes(self, size, k):
-        ins = make_scn(3, 4, *size, k, torch.float64, requires_grad=True)
+    def test_sizes(self, impl, device, size, k):
+        trim(impl, k != 16 or size[0] * size[1] <= 64)
+        c = 20 if impl == "triton" and k == 3 else 4  # 20: more than one channel block of the Triton tiles
+        ins = on_all(device, make_scn(3, c, *size, k, torch.float64, requires_grad=True))
         ref_ins = clones(ins)
-        y = F.semantic_modulate(*ins, impl="native")
+        y = F.semantic_modulate(*ins, impl=impl)
         yr = F.semantic_modulate(*ref_ins, impl="reference")
         assert_close(y, yr)
         g = torch.randn_like(yr)
@@ -171,47 +226,59 @@ class TestSemanticModulateNative:
         for a, b in zip(ins, ref_ins):
             assert_close(a.grad, b.grad)
 
-    def test_published_formulation(self):
+    def test_published_formulation(self, impl, device):
         # Batch statistics expanded over N, offset 1: SC-GAN's SCN layer exactly (float32 tolerance).
-        x = torch.randn(4, 8, 9, 11, requires_grad=True)
-        vectors = F.semantic_vectors(torch.randn(4, 4, 9, 11) * 40).requires_grad_()
-        bank = torch.randn(4, 16, requires_grad=True)
+        x = torch.randn(4, 8, 9, 11, device=device, requires_grad=True)
+        vectors = F.semantic_vectors(torch.randn(4, 4, 9, 11, device=device) * 40).requires_grad_()
+        bank = torch.randn(4, 16, device=device, requires_grad=True)
         expected = published_scn(x, vectors, bank)
         mean, rstd = batch_stats(x)
-        out = F.semantic_modulate(x, mean, rstd, vectors, bank, impl="native")
+        out = F.semantic_modulate(x, mean, rstd, vectors, bank, impl=impl)
         assert_close(out, expected, scale=4)
         g = torch.randn_like(out)
         for a, b in zip(torch.autograd.grad(out, (x, vectors, bank), g),
                         torch.autograd.grad(expected, (x, vectors, bank), g)):
             assert_close(a, b, scale=10)
 
-    def test_zero_bank_is_plain_norm(self):
+    def test_zero_bank_is_plain_norm(self, impl, device):
         # SC-GAN initializes the bank with zeros: the layer starts as the parameter-free norm.
-        x, mean, rstd, vectors, bank = make_scn(2, 3, 5, 4, 4)
-        y = F.semantic_modulate(x, mean, rstd, vectors, torch.zeros_like(bank), impl="native")
+        x, mean, rstd, vectors, bank = on_all(device, make_scn(2, 3, 5, 4, 4))
+        y = F.semantic_modulate(x, mean, rstd, vectors, torch.zeros_like(bank), impl=impl)
         assert_close(y, (x - mean[..., None, None]) * rstd[..., None, None])
 
-    def test_gradcheck_float64(self):
+    def test_deterministic_backward(self, impl, device):
+        # No float atomics in either backend's backward: two runs agree bit for bit.
+        ins = on_all(device, make_scn(2, 20, 9, 7, 3))
+        g = torch.randn(2, 20, 9, 7, device=device)
+        ops = ops_of(impl)
+        with DeterministicAlgorithms():
+            first = ops.semantic_modulate_backward(g, *ins, 1.0)
+            second = ops.semantic_modulate_backward(g, *ins, 1.0)
+        for a, b in zip(first, second):
+            assert torch.equal(a, b)
+
+    def test_gradcheck_float64(self, impl, device):
         for offset in (0.0, 1.0):
-            ins = make_scn(2, 2, 3, 3, 2, torch.float64, requires_grad=True)
-            assert torch.autograd.gradcheck(lambda *t: F.semantic_modulate(*t, offset=offset, impl="native"), ins)
+            ins = on_all(device, make_scn(2, 2, 3, 3, 2, torch.float64, requires_grad=True))
+            assert torch.autograd.gradcheck(lambda *t: F.semantic_modulate(*t, offset=offset, impl=impl), ins,
+                                            fast_mode=impl == "triton")
 
-    def test_opcheck(self):
-        ins = make_scn(2, 3, 6, 5, 4, requires_grad=True)
-        torch.library.opcheck(torch.ops.semnorm.semantic_modulate.default, (*ins, 1.0))
-        torch.library.opcheck(torch.ops.semnorm.semantic_modulate.default, (*make_scn(1, 2, 1, 1, 1), 0.0))
-        g = torch.randn(2, 3, 6, 5)
-        torch.library.opcheck(torch.ops.semnorm.semantic_modulate_backward.default,
-                              (g, *[t.detach() for t in ins], 1.0))
+    def test_opcheck(self, impl, device):
+        ops = ops_of(impl)
+        ins = on_all(device, make_scn(2, 3, 6, 5, 4, requires_grad=True))
+        torch.library.opcheck(ops.semantic_modulate.default, (*ins, 1.0))
+        torch.library.opcheck(ops.semantic_modulate.default, (*on_all(device, make_scn(1, 2, 1, 1, 1)), 0.0))
+        g = torch.randn(2, 3, 6, 5, device=device)
+        torch.library.opcheck(ops.semantic_modulate_backward.default, (g, *[t.detach() for t in ins], 1.0))
 
-    def test_compile_fullgraph(self):
+    def test_compile_fullgraph(self, impl, device):
         def f(x, vectors, bank):
             mean, rstd = batch_stats(x)
-            return F.semantic_modulate(x, mean, rstd, vectors, bank) * 2
+            return F.semantic_modulate(x, mean, rstd, vectors, bank, impl=impl) * 2
 
-        x = torch.randn(2, 4, 8, 8, requires_grad=True)
-        vectors = F.semantic_vectors(torch.randn(2, 3, 8, 8) * 20).requires_grad_()
-        bank = torch.randn(3, 8, requires_grad=True)
+        x = torch.randn(2, 4, 8, 8, device=device, requires_grad=True)
+        vectors = F.semantic_vectors(torch.randn(2, 3, 8, 8, device=device) * 20).requires_grad_()
+        bank = torch.randn(3, 8, device=device, requires_grad=True)
         out = torch.compile(f, fullgraph=True)(x, vectors, bank)
         ref = f(x, vectors, bank)
         assert_close(out, ref)
@@ -223,11 +290,11 @@ class TestSemanticModulateNative:
         n=st.integers(1, 3), c=st.integers(1, 6), h=st.integers(1, 9), w=st.integers(1, 9), k=st.integers(1, 6),
         offset=st.sampled_from([0.0, 1.0, -0.5]), seed=st.integers(0, 2**16),
     )
-    def test_fuzz(self, n, c, h, w, k, offset, seed):
+    def test_fuzz(self, impl, device, n, c, h, w, k, offset, seed):
         torch.manual_seed(seed)
-        ins = make_scn(n, c, h, w, k, torch.float64, requires_grad=True)
+        ins = on_all(device, make_scn(n, c, h, w, k, torch.float64, requires_grad=True))
         ref_ins = clones(ins)
-        y = F.semantic_modulate(*ins, offset=offset, impl="native")
+        y = F.semantic_modulate(*ins, offset=offset, impl=impl)
         yr = F.semantic_modulate(*ref_ins, offset=offset, impl="reference")
         assert_close(y, yr)
         g = torch.randn_like(yr)
@@ -237,15 +304,16 @@ class TestSemanticModulateNative:
             assert_close(a.grad, b.grad)
 
 
-@needs_ext
-class TestCandidateCombineNative:
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", KERNEL_IMPLS)
+class TestCandidateCombineKernels:
     @pytest.mark.parametrize("dtype", DTYPES)
     @pytest.mark.parametrize("layout", LAYOUTS)
     @pytest.mark.parametrize("k", [1, 3])
-    def test_forward_backward(self, dtype, layout, k):
-        ins = make_scc(2, k, 5, 9, 7, dtype, layout, requires_grad=True)
+    def test_forward_backward(self, impl, device, dtype, layout, k):
+        ins = on_all(device, make_scc(2, k, 5, 9, 7, dtype, layout, requires_grad=True))
         ref_ins = clones(ins)
-        y = F.candidate_combine(*ins, impl="native")
+        y = F.candidate_combine(*ins, impl=impl)
         yr = F.candidate_combine(*ref_ins, impl="reference")
         assert y.dtype == dtype and y.is_contiguous() and y.shape == (2, 5, 9, 7)
         assert_close(y, yr, dtype)
@@ -257,10 +325,11 @@ class TestCandidateCombineNative:
 
     @pytest.mark.parametrize("size", SIZES + [(33, 17), (2, 300)])
     @pytest.mark.parametrize("k", [1, 4])
-    def test_sizes(self, size, k):
-        ins = make_scc(3, k, 4, *size, torch.float64, requires_grad=True)
+    def test_sizes(self, impl, device, size, k):
+        c = 20 if impl == "triton" and k == 4 else 4  # 20: more than one channel block of the Triton tiles
+        ins = on_all(device, make_scc(3, k, c, *size, torch.float64, requires_grad=True))
         ref_ins = clones(ins)
-        y = F.candidate_combine(*ins, impl="native")
+        y = F.candidate_combine(*ins, impl=impl)
         yr = F.candidate_combine(*ref_ins, impl="reference")
         assert_close(y, yr)
         g = torch.randn_like(yr)
@@ -269,32 +338,33 @@ class TestCandidateCombineNative:
         for a, b in zip(ins, ref_ins):
             assert_close(a.grad, b.grad)
 
-    def test_published_formulation(self):
+    def test_published_formulation(self, impl, device):
         # SCC: y = sum_k R_k * conv_k(x) with K expert 3x3 convs without bias.
-        x = torch.randn(2, 4, 9, 8)
-        weights = torch.randn(3, 5, 4, 3, 3) * 0.2
-        vectors = F.semantic_vectors(torch.randn(2, 3, 9, 8) * 30)
+        x = torch.randn(2, 4, 9, 8, device=device)
+        weights = torch.randn(3, 5, 4, 3, 3, device=device) * 0.2
+        vectors = F.semantic_vectors(torch.randn(2, 3, 9, 8, device=device) * 30)
         cand = torch.stack([TF.conv2d(x, wk, padding=1) for wk in weights], 1)
         expected = sum(vectors[:, k : k + 1] * TF.conv2d(x, weights[k], padding=1) for k in range(3))
-        assert_close(F.candidate_combine(vectors, cand, impl="native"), expected, scale=4)
+        assert_close(F.candidate_combine(vectors, cand, impl=impl), expected, scale=4)
 
-    def test_gradcheck_float64(self):
-        ins = make_scc(2, 3, 2, 3, 4, torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda *t: F.candidate_combine(*t, impl="native"), ins)
+    def test_gradcheck_float64(self, impl, device):
+        ins = on_all(device, make_scc(2, 3, 2, 3, 4, torch.float64, requires_grad=True))
+        assert torch.autograd.gradcheck(lambda *t: F.candidate_combine(*t, impl=impl), ins, fast_mode=impl == "triton")
 
-    def test_opcheck(self):
-        ins = make_scc(2, 3, 4, 5, 6, requires_grad=True)
-        torch.library.opcheck(torch.ops.semnorm.candidate_combine.default, tuple(ins))
-        torch.library.opcheck(torch.ops.semnorm.candidate_combine.default, tuple(make_scc(1, 1, 1, 1, 1)))
-        g = torch.randn(2, 4, 5, 6)
-        torch.library.opcheck(torch.ops.semnorm.candidate_combine_backward.default, (g, *[t.detach() for t in ins]))
+    def test_opcheck(self, impl, device):
+        ops = ops_of(impl)
+        ins = on_all(device, make_scc(2, 3, 4, 5, 6, requires_grad=True))
+        torch.library.opcheck(ops.candidate_combine.default, tuple(ins))
+        torch.library.opcheck(ops.candidate_combine.default, tuple(on_all(device, make_scc(1, 1, 1, 1, 1))))
+        g = torch.randn(2, 4, 5, 6, device=device)
+        torch.library.opcheck(ops.candidate_combine_backward.default, (g, *[t.detach() for t in ins]))
 
-    def test_compile_fullgraph(self):
+    def test_compile_fullgraph(self, impl, device):
         def f(logits, cand):
-            return F.candidate_combine(F.semantic_vectors(logits, 0.5), cand).square()
+            return F.candidate_combine(F.semantic_vectors(logits, 0.5), cand, impl=impl).square()
 
-        logits = torch.randn(2, 3, 6, 7, requires_grad=True)
-        cand = torch.randn(2, 3, 4, 6, 7, requires_grad=True)
+        logits = torch.randn(2, 3, 6, 7, device=device, requires_grad=True)
+        cand = torch.randn(2, 3, 4, 6, 7, device=device, requires_grad=True)
         out = torch.compile(f, fullgraph=True)(logits, cand)
         ref = f(logits, cand)
         assert_close(out, ref)
@@ -305,11 +375,11 @@ class TestCandidateCombineNative:
         n=st.integers(1, 3), k=st.integers(1, 5), c=st.integers(1, 6), h=st.integers(1, 9), w=st.integers(1, 9),
         seed=st.integers(0, 2**16),
     )
-    def test_fuzz(self, n, k, c, h, w, seed):
+    def test_fuzz(self, impl, device, n, k, c, h, w, seed):
         torch.manual_seed(seed)
-        ins = make_scc(n, k, c, h, w, torch.float64, requires_grad=True)
+        ins = on_all(device, make_scc(n, k, c, h, w, torch.float64, requires_grad=True))
         ref_ins = clones(ins)
-        y = F.candidate_combine(*ins, impl="native")
+        y = F.candidate_combine(*ins, impl=impl)
         yr = F.candidate_combine(*ref_ins, impl="reference")
         assert_close(y, yr)
         g = torch.randn_like(yr)
@@ -323,7 +393,7 @@ class TestCandidateCombineNative:
 
 
 class TestSemanticErrors:
-    @pytest.mark.parametrize("impl", ["native", "reference"])
+    @pytest.mark.parametrize("impl", ["native", pytest.param("triton", marks=needs_triton), "reference"])
     def test_semantic_modulate_bad_input(self, impl):
         if impl == "native":
             pytest.importorskip("semnorm._C", reason="extension not built")
@@ -366,7 +436,7 @@ class TestSemanticErrors:
         with pytest.raises(ValueError, match="x is on cpu but bank is on meta"):
             call(bank=bank.to("meta"))
 
-    @pytest.mark.parametrize("impl", ["native", "reference"])
+    @pytest.mark.parametrize("impl", ["native", pytest.param("triton", marks=needs_triton), "reference"])
     def test_candidate_combine_bad_input(self, impl):
         if impl == "native":
             pytest.importorskip("semnorm._C", reason="extension not built")
@@ -390,27 +460,68 @@ class TestSemanticErrors:
         with pytest.raises(ValueError, match="vectors is on cpu but candidates is on meta"):
             F.candidate_combine(v, cand.to("meta"), impl=impl)
 
-    @needs_ext
-    def test_kernel_checks_on_its_own(self):
-        # Bypass the Python layer: the C++ kernels validate every argument themselves.
+    @pytest.mark.parametrize("impl", KERNEL_IMPLS)
+    def test_kernel_checks_on_its_own(self, impl):
+        # Bypass the Python layer: the kernels validate every argument themselves. C++ raises
+        # RuntimeError and prints shapes as [4, 6] and dtypes as Double; Triton raises ValueError /
+        # TypeError with (4, 6) and torch.float64.
         x, mean, rstd, v, bank = make_scn(2, 3, 4, 5, 4)
-        ops = torch.ops.semnorm
-        with pytest.raises(RuntimeError, match=r"semantic_modulate: bank must have shape \[4, 6\], got \[4, 8\]"):
+        ops = ops_of(impl)
+        err = RuntimeError if impl == "native" else (ValueError, TypeError)
+
+        def dims(*d):
+            return r"[\[\(]" + ", ".join(map(str, d)) + r"[\]\)]"
+
+        double, single = r"(Double|torch\.float64)", r"(Float|torch\.float32)"
+        with pytest.raises(err, match=rf"semantic_modulate: bank must have shape {dims(4, 6)}, got {dims(4, 8)}"):
             ops.semantic_modulate(x, mean, rstd, v, torch.randn(4, 8), 1.0)
-        with pytest.raises(RuntimeError, match=r"semantic_modulate: vectors must have shape \[2, 4, 4, 5\]"):
+        with pytest.raises(err, match=rf"semantic_modulate: vectors must have shape {dims(2, 4, 4, 5)}"):
             ops.semantic_modulate(x, mean, rstd, v[:1], bank, 1.0)
-        with pytest.raises(RuntimeError, match="semantic_modulate: vectors must have dtype Double"):
+        with pytest.raises(err, match=f"semantic_modulate: vectors must have dtype {double}"):
             ops.semantic_modulate(x.double(), mean.double(), rstd.double(), v, bank.double(), 1.0)
-        with pytest.raises(RuntimeError, match="semantic_modulate: rstd must have dtype Float"):
+        with pytest.raises(err, match=f"semantic_modulate: rstd must have dtype {single}"):
             ops.semantic_modulate(x, mean, rstd.double(), v, bank, 1.0)
-        with pytest.raises(RuntimeError, match="semantic_modulate: x must not be empty"):
+        with pytest.raises(err, match="semantic_modulate: x must not be empty"):
             ops.semantic_modulate(x[:, :, :0], mean, rstd, v[:, :, :0], bank, 1.0)
-        with pytest.raises(RuntimeError, match="semantic_modulate_backward: grad_y must have shape"):
+        with pytest.raises(err, match="semantic_modulate: vectors must have 4 dimensions"):
+            ops.semantic_modulate(x, mean, rstd, v[0], bank, 1.0)
+        with pytest.raises(err, match="semantic_modulate_backward: grad_y must have shape"):
             ops.semantic_modulate_backward(x[:1], x, mean, rstd, v, bank, 1.0)
+        with pytest.raises(err, match="semantic_modulate_backward: grad_y must have dtype"):
+            ops.semantic_modulate_backward(x.double(), x, mean, rstd, v, bank, 1.0)
         vv, cand = make_scc(2, 3, 4, 5, 6)
-        with pytest.raises(RuntimeError, match=r"candidate_combine: candidates must have shape \[2, 3, 4, 5, 6\]"):
+        with pytest.raises(err, match=rf"candidate_combine: candidates must have shape {dims(2, 3, 4, 5, 6)}"):
             ops.candidate_combine(vv, cand[:, :, :, :4])
-        with pytest.raises(RuntimeError, match="candidate_combine: candidates must have dtype Float"):
+        with pytest.raises(err, match=f"candidate_combine: candidates must have dtype {single}"):
             ops.candidate_combine(vv, cand.half())
-        with pytest.raises(RuntimeError, match="candidate_combine_backward: grad_y must have shape"):
+        with pytest.raises(err, match="candidate_combine: candidates must have 5 dimensions"):
+            ops.candidate_combine(vv, cand[0])
+        with pytest.raises(err, match="candidate_combine_backward: grad_y must have shape"):
             ops.candidate_combine_backward(torch.randn(2, 5, 5, 6), vv, cand)
+
+
+# ---- the Triton kernels compiled for sm_90 without a GPU (see tests/test_norm.py)
+
+AOT_SEMANTIC = """
+from semnorm.triton import semantic as S
+for dt in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+    acc = torch.float64 if dt == torch.float64 else torch.float32
+    for (n, c, h, w, k) in [(2, 5, 9, 7, 4), (4, 64, 64, 64, 16), (1, 1, 1, 1, 1)]:
+        x = torch.randn(n, c, h, w).to(dt)
+        mean, rstd = torch.randn(n, c, dtype=acc), torch.rand(n, c, dtype=acc)
+        v, bank = torch.rand(n, k, h, w).to(dt), torch.randn(k, 2 * c, dtype=acc)
+        S.semantic_modulate(x, mean, rstd, v, bank, 1.0)
+        S.semantic_modulate_backward(x, x, mean, rstd, v, bank, 1.0)
+        cand = torch.randn(n, k, c, h, w).to(dt)
+        S.candidate_combine(v, cand)
+        S.candidate_combine_backward(x, v, cand)
+"""
+
+
+@pytest.mark.slow
+@needs_triton
+def test_triton_kernels_compile_for_sm90():
+    pytest.importorskip("triton.backends.nvidia")
+    from test_norm import compile_triton_launches
+
+    compile_triton_launches(AOT_SEMANTIC)

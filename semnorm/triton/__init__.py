@@ -15,3 +15,6 @@ AVAILABLE = LOADED and TRITON_INSTALLED
 
 if AVAILABLE:
     from . import class_modulate, label_conv, region  # noqa: F401
+    from . import stats  # noqa: F401
+    from . import semantic  # noqa: F401
+    from . import positional  # noqa: F401
