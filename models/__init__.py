@@ -63,8 +63,8 @@ def build_generator(name: str, preset: str | GeneratorConfig, **overrides: Any) 
             from .scgan import build_scgan_generator
         except ModuleNotFoundError as err:
             if err.name in (f"{__name__}.scgan",):
-                raise ImportError("build_generator('scgan', ...): semnorm.models.scgan is not available "
-                                  "(models/scgan.py is missing from this installation)") from err
+                raise ImportError("build_generator('scgan'): semnorm.models.scgan is not available "
+                                  "(models/scgan.py is missing)") from err
             raise
         return build_scgan_generator(preset, **overrides)
     check_overrides(overrides)
