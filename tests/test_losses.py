@@ -26,6 +26,17 @@ def _import_models():
         semnorm.models = mod
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks gain nothing from threads, and on a loaded 2-core machine two OpenMP threads per
+    op make every step several times slower; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 _import_models()
 from semnorm.models import losses as L  # noqa: E402
 
