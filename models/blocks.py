@@ -35,14 +35,14 @@ LEAKY_SLOPE = 0.2
 
 
 def set_impl(module: nn.Module, impl: str | None) -> nn.Module:
-    """Set ``impl`` ("native", "reference" or None: automatic) on every submodule that has one.
+    """Set ``impl`` ("native", "triton", "reference" or None: automatic) on every submodule that has one.
 
     That is every semnorm layer (SPADE, CLADE, SEAN and its inner SPADE, SCN, SCC) and the networks
     of :mod:`semnorm.models` (their label convolutions and positional maps), so one call switches a
     whole generator between the fused kernels and the pure-PyTorch reference. Returns ``module``.
     """
-    if impl not in (None, "native", "reference"):
-        raise ValueError(f"set_impl: impl must be None, 'native' or 'reference', got {impl!r}")
+    if impl not in (None, "native", "triton", "reference"):
+        raise ValueError(f"set_impl: impl must be None, 'native', 'triton' or 'reference', got {impl!r}")
     for m in module.modules():
         if isinstance(m, SEMNORM_LAYERS) or hasattr(m, "impl"):
             m.impl = impl
@@ -70,6 +70,8 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             weight = m.weight_orig if hasattr(m, "weight_orig") else m.weight
+            if weight.is_meta:  # full-size networks built on the meta device for counting
+                continue
             nn.init.xavier_normal_(weight, gain=gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

@@ -16,7 +16,7 @@ the dataset uses one) internally with :func:`semantic_onehot`; a float one-hot m
 accepted too, unchanged, for drop-in use with published data loaders.
 
 This module also holds two helpers shared by the other model files: :func:`semantic_onehot` and
-:func:`init_published` (the published xavier init).
+:func:`semnorm.models.blocks.init_weights` (the published xavier init).
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from torch import nn
 
 from semnorm.nn._inputs import instance_edges
 
+from .blocks import init_weights
+
 __all__ = [
     "semantic_onehot",
-    "init_published",
     "PatchGANConfig",
     "FPSEConfig",
     "NLayerDiscriminator",
@@ -105,27 +106,6 @@ def semantic_onehot(
                          f"got {tuple(edge_map.shape)}")
     return torch.cat([onehot, edge_map.to(device=onehot.device, dtype=dtype)], 1)
 
-
-def init_published(module: nn.Module, gain: float = 0.02) -> nn.Module:
-    """The published init (SPADE's ``BaseNetwork.init_weights('xavier', 0.02)``), in place.
-
-    Every ``nn.Conv2d`` / ``nn.ConvTranspose2d`` / ``nn.Linear`` gets ``xavier_normal_(gain)`` and a zero
-    bias; a spectral-normed module is initialized through ``weight_orig`` (the published code writes
-    ``m.weight.data``, which shares storage with ``weight_orig`` right after ``spectral_norm``). Bare
-    ``nn.Parameter``s of custom modules (CLADE, SEAN, SCN banks) are left alone, as published.
-    """
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            weight = getattr(m, "weight_orig", None)
-            if weight is None:
-                weight = m.weight
-            if weight.is_meta:
-                continue
-            with torch.no_grad():
-                nn.init.xavier_normal_(weight, gain=gain)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-    return module
 
 
 def _check_overrides(cls: type, overrides: dict, where: str) -> None:
@@ -240,7 +220,7 @@ class MultiscaleDiscriminator(nn.Module):
         self.cfg = cfg
         for i in range(cfg.num_D):
             self.add_module(f"discriminator_{i}", NLayerDiscriminator(cfg))
-        init_published(self)
+        init_weights(self)
 
     def discriminator_input(self, image: torch.Tensor, labels: torch.Tensor, edge: torch.Tensor | None = None,
                             instance: torch.Tensor | None = None) -> torch.Tensor:
@@ -344,7 +324,7 @@ class FPSEDiscriminator(nn.Module):
         self.tf = nn.Conv2d(nf * 2, 1, 1)
         self.seg = nn.Conv2d(nf * 2, nf * 2, 1)
         self.embedding = nn.Conv2d(cfg.label_nc + int(cfg.edge), nf * 2, 1)
-        init_published(self)
+        init_weights(self)
 
     @staticmethod
     def _up(x: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,8 @@ from torch import nn
 from semnorm import functional as SF
 from semnorm.nn import SCC, SCN, SPADE
 
-from .discriminators import _check_overrides, init_published, semantic_onehot
+from .blocks import init_weights
+from .discriminators import _check_overrides, semantic_onehot
 
 __all__ = [
     "SCGANConfig",
@@ -50,18 +51,8 @@ __all__ = [
     "SCGANGenerator",
     "SCGANOutput",
     "build_scgan_generator",
-    "set_impl",
 ]
 
-
-def set_impl(module: nn.Module, impl: str | None) -> nn.Module:
-    """Set ``.impl`` ("native", "reference" or None: automatic) on every semnorm layer inside ``module``."""
-    if impl not in (None, "native", "reference"):
-        raise ValueError(f"set_impl: impl must be 'native', 'reference' or None, got {impl!r}")
-    for m in module.modules():
-        if type(m).__module__.startswith("semnorm.nn") and hasattr(m, "impl"):
-            m.impl = impl
-    return module
 
 
 @dataclass
@@ -289,7 +280,7 @@ class SCGANGenerator(nn.Module):
         self.up_2 = SCResnetBlock(4 * nf, 2 * nf, cfg)
         self.up_3 = SCResnetBlock(2 * nf, nf, cfg)
         self.conv_img = nn.Conv2d(nf, 3, 3, padding=1)
-        init_published(self)
+        init_weights(self)
 
     def _inputs(self, labels: torch.Tensor, edge: torch.Tensor | None, instance: torch.Tensor | None,
                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

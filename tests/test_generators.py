@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,29 +19,17 @@ from semnorm.testing import natural_labels
 
 from optest import needs_ext
 
-try:  # installed: setup.py maps models/ to semnorm.models
-    import semnorm.models  # noqa: F401
-except ModuleNotFoundError:  # in-place build (setup.py build_ext --inplace): models/ is not inside semnorm/
-    semnorm.__path__.append(str(Path(__file__).resolve().parents[1]))
-
-from semnorm.models import (  # noqa: E402
+from semnorm.models import (
     GENERATORS, PRESETS, CLADEGenerator, ConvEncoder, GeneratorConfig, MixedGenerator, SEANGenerator,
     SemanticResBlock, build_generator, preset_config, set_impl,
 )
-from semnorm.models import report  # noqa: E402
+from semnorm.models import report
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIZE = 32  # output size of the tiny test generators (the custom preset at crop_size 32)
 L = PRESETS["custom"]["label_nc"] + 1  # classes incl. don't-care
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks gain nothing from a second thread, and on a shared, loaded CPU two spinning OpenMP
-    threads make each small op wait for a descheduled partner (measured 10-50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 #: tiny generators of every kind: (id, name, overrides)
 TINY = [

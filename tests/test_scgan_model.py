@@ -1,48 +1,17 @@
 """SC-GAN generator: tiny forward/backward, fused vs reference layers, published names, counts, loading."""
 
-import importlib.util
-import os
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
+from semnorm.models.checkpoint import load_published
+from semnorm.models.losses import semantic_vector_loss
+from semnorm.models import set_impl
+from semnorm.models.scgan import SCGANConfig, SCGANOutput, build_scgan_generator
+from semnorm.nn import SCC, SCN, SPADE
+from semnorm.testing import natural_labels
 
-def _import_models():
-    """``semnorm.models`` maps to the repo's models/ folder (setup.py package_dir); in an in-place build
-    checkout it is not importable as such, so map it here the same way."""
-    try:
-        import semnorm.models  # noqa: F401
-    except ModuleNotFoundError:
-        import semnorm
-
-        root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
-        spec = importlib.util.spec_from_file_location("semnorm.models", os.path.join(root, "__init__.py"),
-                                                      submodule_search_locations=[root])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["semnorm.models"] = mod
-        spec.loader.exec_module(mod)
-        semnorm.models = mod
-
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks gain nothing from threads, and on a loaded 2-core machine two OpenMP threads per
-    op make every step several times slower; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-_import_models()
-from semnorm.models.checkpoint import load_published  # noqa: E402
-from semnorm.models.losses import semantic_vector_loss  # noqa: E402
-from semnorm.models.scgan import SCGANConfig, SCGANOutput, build_scgan_generator, set_impl  # noqa: E402
-from semnorm.nn import SCC, SCN, SPADE  # noqa: E402
-from semnorm.testing import natural_labels  # noqa: E402
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(**kw):
