@@ -167,7 +167,7 @@ def _forward_runner(model: nn.Module, device: torch.device) -> Callable[[], obje
     """A closure running one forward of ``model`` on a batch of one at its output size."""
     from .generators import SEANGenerator, SPADEGenerator
 
-    config = getattr(model, "config", None)
+    config = getattr(model, "config", None) or getattr(model, "cfg", None)
     if isinstance(model, (SPADEGenerator, SEANGenerator)):
         h, w = config.output_size
         labels = torch.zeros(1, h, w, dtype=torch.long, device=device)
@@ -186,6 +186,9 @@ def _forward_runner(model: nn.Module, device: torch.device) -> Callable[[], obje
         raise RuntimeError(f"report: do not know how to run {type(model).__name__}")
     h, w = (size, size) if isinstance(size, int) else size
     labels = torch.zeros(1, h, w, dtype=torch.long, device=device)
+    if getattr(config, "edge", False):
+        edge = torch.zeros(1, 1, h, w, device=device)
+        return lambda: model(labels, edge=edge)
     return lambda: model(labels)
 
 
