@@ -129,20 +129,111 @@ def scn_layer(layer, x, vectors):
     return semantic_modulate(x, vectors, layer.affine_params_groups)
 
 
-def sean_layer(layer, x, seg, style, noise):
+def sean_layer(layer, x, seg, style, noise=None):
     """Published SEAN (ACE): noise before BN, per-class fc + relu, per-(n, class) masked fill of the
-    style map, dense conv_gamma / conv_beta, the SPADE mask branch, sigmoid blend."""
-    x = x + noise.unsqueeze(1) * layer.noise_var.view(1, -1, 1, 1)
+    style map, dense conv_gamma / conv_beta, the SPADE mask branch, sigmoid blend. A layer without
+    the style branch (the published ``up_3``) is the mask branch alone; ``noise`` (N, H, W) is drawn
+    when None (a layer built with ``noise=False`` takes none)."""
+    n, _, h, w = x.shape
+    if layer.noise:
+        if noise is None:
+            noise = torch.randn(n, w, h, dtype=x.dtype, device=x.device).transpose(1, 2)
+        x = x + noise.unsqueeze(1) * layer.noise_var.view(1, -1, 1, 1)
     normalized = batch_norm(x)
     seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
-    n, num_classes = seg.shape[:2]
-    codes = torch.stack([torch.relu(getattr(layer, f"fc_mu{j}")(style[:, j])) for j in range(num_classes)], 1)
-    style_map = region_broadcast(codes, seg, tuple(x.shape[2:]))
-    gamma_s, beta_s = layer.conv_gamma(style_map), layer.conv_beta(style_map)
     spade = layer.Spade
     actv = spade.mlp_shared(seg)
     gamma_o, beta_o = spade.mlp_gamma(actv), spade.mlp_beta(actv)
+    if not layer.use_style:
+        return normalized * (1 + gamma_o) + beta_o
+    num_classes = seg.shape[1]
+    codes = torch.stack([torch.relu(getattr(layer, f"fc_mu{j}")(style[:, j])) for j in range(num_classes)], 1)
+    style_map = region_broadcast(codes, seg, tuple(x.shape[2:]))
+    gamma_s, beta_s = layer.conv_gamma(style_map), layer.conv_beta(style_map)
     a_g, a_b = torch.sigmoid(layer.blending_gamma), torch.sigmoid(layer.blending_beta)
     gamma = a_g * gamma_s + (1 - a_g) * gamma_o
     beta = a_b * beta_s + (1 - a_b) * beta_o
     return normalized * (1 + gamma) + beta
+
+
+# ---- whole generators: every semnorm layer of a semnorm.models network run the published way
+
+
+class PublishedLayers:
+    """Context manager: run the label-dependent layers of a ``semnorm.models`` generator the
+    published eager way, on the network's own parameters.
+
+    Inside ``with PublishedLayers(net, num_classes):`` every SPADE, CLADE and SEAN layer, the label
+    convolution ``fc`` and SEAN's style encoder pooling compute with the functions above (one-hot map
+    resized in each layer, dense gamma / beta, per-region loops); everything else (the trunk's
+    convolutions, upsampling, spectral norm) is the same module code for both. The one-hot map is built
+    once per labels tensor, as the published ``preprocess_input`` builds it once per step; call
+    :meth:`new_step` to drop it so that each timed step pays for it again. Instance-edge channels and
+    CLADE-ICPE are not covered (the benchmarked presets use neither): such a layer raises.
+    """
+
+    def __init__(self, net: torch.nn.Module, num_classes: int) -> None:
+        self.net, self.num_classes = net, num_classes
+        self._labels = self._seg = None
+        self._patched: list[torch.nn.Module] = []
+
+    def new_step(self) -> None:
+        self._labels = self._seg = None
+
+    def seg(self, labels: torch.Tensor) -> torch.Tensor:
+        if labels.is_floating_point():  # already a one-hot map
+            return labels
+        if self._labels is not labels:
+            self._labels, self._seg = labels, onehot(labels, self.num_classes)
+        return self._seg
+
+    def _forward(self, module):
+        from semnorm.models.blocks import LabelConv2d
+        from semnorm.models.encoders import Zencoder
+        from semnorm.nn import CLADE, SEAN, SPADE
+
+        def no_edges(edge, **extra):
+            if edge is not None or any(v is not None for v in extra.values()):
+                raise NotImplementedError(f"PublishedLayers: {type(module).__name__} with instance edges or "
+                                          f"positional maps is not covered")
+
+        if isinstance(module, SPADE):
+            def forward(x, labels, edge=None):
+                no_edges(edge)
+                return spade_layer(module, x, self.seg(labels))
+        elif isinstance(module, CLADE):
+            if module.positional:
+                raise NotImplementedError("PublishedLayers: CLADE-ICPE is not covered")
+
+            def forward(x, labels, edge=None, instance=None, positional_map=None):
+                no_edges(edge, instance=instance, positional_map=positional_map)
+                return clade_layer(module, x, self.seg(labels))
+        elif isinstance(module, SEAN):
+            def forward(x, labels, style=None, noise=None):
+                return sean_layer(module, x, self.seg(labels), style, noise)
+        elif isinstance(module, LabelConv2d):
+            def forward(labels, edge=None, size=None):
+                no_edges(edge)
+                return label_conv(self.seg(labels), module.weight, module.bias, tuple(size or labels.shape[-2:]))
+        elif isinstance(module, Zencoder):
+            def forward(image, labels, num_classes):
+                return region_pool(module.features(image), self.seg(labels))
+        else:
+            return None
+        return forward
+
+    def __enter__(self) -> "PublishedLayers":
+        for m in self.net.modules():
+            forward = self._forward(m)
+            if forward is not None:
+                m.forward = forward
+                self._patched.append(m)
+        if not self._patched:
+            raise ValueError("PublishedLayers: the network has no semnorm layer to replace")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for m in self._patched:
+            del m.forward
+        self._patched.clear()
+        self.new_step()

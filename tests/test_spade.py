@@ -169,25 +169,38 @@ def test_large_interior_and_absent_classes():
     assert layer.boundary_mask(labels, (40, 40)).float().mean() < 0.5
 
 
-@pytest.mark.parametrize("bag_ratio", [0.0, 1e9], ids=["patch_matmul", "embedding_bag"])
 @pytest.mark.parametrize("k", [3, 5])
-def test_pattern_evaluation_branches(bag_ratio, k, monkeypatch):
-    monkeypatch.setattr(SPADE, "_bag_ratio", bag_ratio)
+def test_hidden_vectors_deduplicated(k):
+    """The fast path evaluates one hidden vector per class and per distinct k x k window that is not
+    inside one class (brute force over every pixel), and gives the dense result."""
     labels = natural_labels(2, 40, 36, L, classes_per_image=3)
     x = torch.randn(2, C, 20, 18, dtype=torch.float64, requires_grad=True)
-    compare(make_layer("always", k=k), x, labels, published_state(k=k), L)
+    layer = make_layer("always", k=k)
+    lab = TF.interpolate(labels[:, None].double(), size=(20, 18), mode="nearest")[:, 0].long()
+    r = k // 2
+    padded = TF.pad(lab, (r, r, r, r), value=L)
+    windows = {tuple(padded[n, i:i + k, j:j + k].reshape(-1).tolist()) for n in range(2) for i in range(20)
+               for j in range(18)}
+    distinct = {w for w in windows if len(set(w)) > 1}
+    seen = []
+    original = layer._hidden_table
+    layer._hidden_table = lambda digits, edge_part: seen.append(digits.shape[0]) or original(digits, edge_part)
+    compare(layer, x, labels, published_state(k=k), L)
+    assert seen == [len(distinct)]
 
 
 def test_boundary_mask_brute_force():
-    layer = make_layer(k=3)
+    """Boundary pixels: those whose k x k window leaves the image or holds two classes."""
     labels = natural_labels(2, 20, 17, L, classes_per_image=3)
-    mask = layer.boundary_mask(labels, (20, 17))
-    expected = torch.ones_like(mask)
-    for n in range(2):
-        for i in range(2, 18):
-            for j in range(2, 15):
-                expected[n, i, j] = bool((labels[n, i - 2:i + 3, j - 2:j + 3] != labels[n, i, j]).any())
-    assert torch.equal(mask, expected)
+    for k in (3, 5):
+        mask = make_layer(k=k).boundary_mask(labels, (20, 17))
+        r = k // 2
+        expected = torch.ones_like(mask)
+        for n in range(2):
+            for i in range(r, 20 - r):
+                for j in range(r, 17 - r):
+                    expected[n, i, j] = bool((labels[n, i - r:i + r + 1, j - r:j + r + 1] != labels[n, i, j]).any())
+        assert torch.equal(mask, expected)
     assert not make_layer(k=1).boundary_mask(labels, (20, 17)).any()
 
 

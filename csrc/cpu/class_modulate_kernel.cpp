@@ -4,6 +4,7 @@
 // factors. No dense gamma/beta and no one-hot: the forward reads the (L, C) bank through a small
 // per-channel table, the backward scatter-adds into private per-class buffers.
 #include "common.h"
+#include "cpu/label_runs.h"
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -17,13 +18,12 @@ namespace semnorm {
 namespace {
 
 constexpr int64_t kPixelBlock = 2048;
-constexpr int kLanes = 8;  // independent partial sums per reduction (one AVX register of floats)
 
 // Forward: one (n, c) plane per step. The columns weight[:, c], bias[:, c] are copied into
 // contiguous tables so the pixel loop is a contiguous read of x plus an L1 table lookup.
 template <typename scalar_t, bool HAS_SG, bool HAS_SB>
 void forward_impl(const scalar_t* x, const acc_t<scalar_t>* mean, const acc_t<scalar_t>* rstd, const int32_t* lab,
-                  const acc_t<scalar_t>* weight, const acc_t<scalar_t>* bias, const acc_t<scalar_t>* sg,
+                  const LabelRuns& runs, const acc_t<scalar_t>* weight, const acc_t<scalar_t>* bias, const acc_t<scalar_t>* sg,
                   const acc_t<scalar_t>* sb, scalar_t* y, int64_t N, int64_t C, int64_t HW, int64_t L, double offset) {
   using acc = acc_t<scalar_t>;
   const acc off = static_cast<acc>(offset);
@@ -52,19 +52,16 @@ void forward_impl(const scalar_t* x, const acc_t<scalar_t>* mean, const acc_t<sc
         // rstd * gamma_eff depends on the label only: fold it into a per-plane table (L entries).
         // Kept as (x - m) * A rather than x * A - m * A so large means do not cancel.
         for (int64_t l = 0; l < L; ++l) gain[l] = r * (off + w[l]);
-        // Label maps come in runs (regions), so walk run by run: within a run the gain and shift are
-        // constants and the loop vectorizes; a random map degrades to runs of one pixel.
-        for (int64_t p = 0; p < HW;) {
-          const int32_t l = lp[p];
-          int64_t q = p + 1;
-          while (q < HW && lp[q] == l) ++q;
+        // Walk run by run (label_runs.h): within a run the gain and shift are constants.
+        for (const LabelRun* run = runs.begin(n); run != runs.end(n); ++run) {
+          const int32_t l = run->label;
+          const int64_t p = run->begin, q = run->end;
           const acc A = gain[l], B = b[l];
           if (HAS_SB) {
             for (int64_t i = p; i < q; ++i) yp[i] = static_cast<scalar_t>((static_cast<acc>(xp[i]) - m) * A + B * sbp[i]);
           } else {
             for (int64_t i = p; i < q; ++i) yp[i] = static_cast<scalar_t>((static_cast<acc>(xp[i]) - m) * A + B);
           }
-          p = q;
         }
       } else {
         for (int64_t p = 0; p < HW; ++p) {
@@ -82,7 +79,8 @@ void forward_impl(const scalar_t* x, const acc_t<scalar_t>* mean, const acc_t<sc
 // computes grad_x, grad_mean[:, c], grad_rstd[:, c] in the same read of grad_y and x.
 template <typename scalar_t, bool HAS_SG, bool HAS_SB>
 void backward_channels_impl(const scalar_t* dy, const scalar_t* x, const acc_t<scalar_t>* mean,
-                            const acc_t<scalar_t>* rstd, const int32_t* lab, const acc_t<scalar_t>* weight,
+                            const acc_t<scalar_t>* rstd, const int32_t* lab, const LabelRuns& runs,
+                            const acc_t<scalar_t>* weight,
                             const acc_t<scalar_t>* sg, const acc_t<scalar_t>* sb, scalar_t* dx,
                             acc_t<scalar_t>* dmean, acc_t<scalar_t>* drstd, acc_t<scalar_t>* dweight,
                             acc_t<scalar_t>* dbias, int64_t N, int64_t C, int64_t HW, int64_t L, double offset) {
@@ -109,14 +107,13 @@ void backward_channels_impl(const scalar_t* dy, const scalar_t* x, const acc_t<s
         acc sum_dyg = 0, sum_dygxm = 0;
         if (!HAS_SG) {
           // gamma_eff is constant within a run of equal labels: per run, two sums (dy and dy * xm)
-          // give every reduction, accumulated in kLanes independent partial sums so the loop
+          // give every reduction, accumulated in kSumLanes independent partial sums so the loop
           // vectorizes; random maps degrade to runs of one pixel.
-          for (int64_t p = 0; p < HW;) {
-            const int32_t l = lp[p];
-            int64_t q = p + 1;
-            while (q < HW && lp[q] == l) ++q;
+          for (const LabelRun* run = runs.begin(n); run != runs.end(n); ++run) {
+            const int32_t l = run->label;
+            const int64_t p = run->begin, q = run->end;
             const acc g = off + w[l], gr = g * r;
-            if (q - p < kLanes) {  // short run (fragmented map): plain per-pixel accumulation
+            if (q - p < kSumLanes) {  // short run (fragmented map): plain per-pixel accumulation
               for (int64_t i = p; i < q; ++i) {
                 const acc d = static_cast<acc>(dyp[i]);
                 const acc dxm = d * (static_cast<acc>(xp[i]) - m);
@@ -126,13 +123,12 @@ void backward_channels_impl(const scalar_t* dy, const scalar_t* x, const acc_t<s
                 gwp[l] += dxm * r;
                 gbp[l] += HAS_SB ? d * sbp[i] : d;
               }
-              p = q;
               continue;
             }
-            acc sd[kLanes] = {}, sdx[kLanes] = {}, sdb[kLanes] = {};
+            acc sd[kSumLanes] = {}, sdx[kSumLanes] = {}, sdb[kSumLanes] = {};
             int64_t i = p;
-            for (; i + kLanes <= q; i += kLanes) {
-              for (int j = 0; j < kLanes; ++j) {
+            for (; i + kSumLanes <= q; i += kSumLanes) {
+              for (int j = 0; j < kSumLanes; ++j) {
                 const acc d = static_cast<acc>(dyp[i + j]);
                 dxp[i + j] = static_cast<scalar_t>(d * gr);
                 sd[j] += d;
@@ -148,7 +144,7 @@ void backward_channels_impl(const scalar_t* dy, const scalar_t* x, const acc_t<s
               if (HAS_SB) sdb[0] += d * sbp[i];
             }
             acc run_d = 0, run_dx = 0, run_db = 0;
-            for (int j = 0; j < kLanes; ++j) {
+            for (int j = 0; j < kSumLanes; ++j) {
               run_d += sd[j];
               run_dx += sdx[j];
               run_db += sdb[j];
@@ -157,7 +153,6 @@ void backward_channels_impl(const scalar_t* dy, const scalar_t* x, const acc_t<s
             sum_dygxm += g * run_dx;
             gwp[l] += run_dx * r;
             gbp[l] += HAS_SB ? run_db : run_d;
-            p = q;
           }
         } else {
           for (int64_t p = 0; p < HW; ++p) {
@@ -255,6 +250,7 @@ Tensor class_modulate_cpu(const Tensor& x, const Tensor& mean, const Tensor& rst
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), L = weight.size(0);
   const Tensor xc = x.contiguous(), mc = mean.contiguous(), rc = rstd.contiguous();
   const Tensor wc = weight.contiguous(), bc = bias.contiguous();
+  const LabelRuns runs(lab.data_ptr<int32_t>(), N, HW);
   Tensor y = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "semnorm_class_modulate", [&] {
     using acc = acc_t<scalar_t>;
@@ -262,7 +258,7 @@ Tensor class_modulate_cpu(const Tensor& x, const Tensor& mean, const Tensor& rst
     const acc* sbp = sb.defined() ? sb.data_ptr<acc>() : nullptr;
     const auto run = [&](auto has_sg, auto has_sb) {
       forward_impl<scalar_t, decltype(has_sg)::value, decltype(has_sb)::value>(
-          xc.data_ptr<scalar_t>(), mc.data_ptr<acc>(), rc.data_ptr<acc>(), lab.data_ptr<int32_t>(),
+          xc.data_ptr<scalar_t>(), mc.data_ptr<acc>(), rc.data_ptr<acc>(), lab.data_ptr<int32_t>(), runs,
           wc.data_ptr<acc>(), bc.data_ptr<acc>(), sgp, sbp, y.data_ptr<scalar_t>(), N, C, HW, L, offset);
     };
     if (sgp && sbp) run(std::true_type{}, std::true_type{});
@@ -290,6 +286,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> class_modulat
   const Tensor wc = weight.contiguous(), bc = bias.contiguous();
   const auto opts = mean.options();
 
+  const LabelRuns runs(lab.data_ptr<int32_t>(), N, HW);
   Tensor grad_x = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
   Tensor grad_mean = at::empty({N, C}, opts), grad_rstd = at::empty({N, C}, opts);
   Tensor grad_weight = at::empty({L, C}, opts), grad_bias = at::empty({L, C}, opts);
@@ -303,7 +300,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> class_modulat
     const auto run = [&](auto has_sg, auto has_sb) {
       backward_channels_impl<scalar_t, decltype(has_sg)::value, decltype(has_sb)::value>(
           dyc.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(), mc.data_ptr<acc>(), rc.data_ptr<acc>(),
-          lab.data_ptr<int32_t>(), wc.data_ptr<acc>(), sgp, sbp, grad_x.data_ptr<scalar_t>(),
+          lab.data_ptr<int32_t>(), runs, wc.data_ptr<acc>(), sgp, sbp, grad_x.data_ptr<scalar_t>(),
           grad_mean.data_ptr<acc>(), grad_rstd.data_ptr<acc>(), grad_weight.data_ptr<acc>(),
           grad_bias.data_ptr<acc>(), N, C, HW, L, offset);
     };

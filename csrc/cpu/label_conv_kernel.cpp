@@ -43,12 +43,15 @@ void label_tap_gather_cpu_impl(const scalar_t* table, const int32_t* lab, scalar
   constexpr int64_t B = kBlock;
   const int64_t KK = K * K, r = K / 2, HW = H * W, blocks = (C + B - 1) / B;
   at::parallel_for(0, N * blocks, plane_grain(B * HW * KK), [&](int64_t begin, int64_t end) {
-    std::vector<acc> tab(KK * L * B);
+    std::vector<acc> tab(KK * L * B), uniform(L * B);
     std::vector<int64_t> offset(KK);
     for (int64_t tap = 0; tap < KK; ++tap) offset[tap] = (tap / K - r) * W + (tap % K - r);
     int64_t cached = -1;  // (t, block) slice currently in `tab`
+    // Tasks run block-major (all samples of one channel block in a row), so with a shared table
+    // (T == 1) the slice is converted once per block, not once per (n, block): with a large table
+    // (SPADE's fast path has thousands of 'labels') the conversion would cost as much as the gather.
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / blocks, o0 = (task % blocks) * B, t = T == 1 ? 0 : n;
+      const int64_t n = task % N, o0 = (task / N) * B, t = T == 1 ? 0 : n;
       const int64_t cb = std::min(B, C - o0);
       if (t * blocks + o0 / B != cached) {
         std::fill(tab.begin(), tab.end(), acc(0));
@@ -56,6 +59,10 @@ void label_tap_gather_cpu_impl(const scalar_t* table, const int32_t* lab, scalar
           const scalar_t* src = table + (t * C + o0 + b) * KK * L;
           for (int64_t i = 0; i < KK * L; ++i) tab[i * B + b] = static_cast<acc>(src[i]);
         }
+        // per-label sums over the taps, added in tap order as the gather adds them (bit-identical)
+        std::fill(uniform.begin(), uniform.end(), acc(0));
+        for (int64_t tap = 0; tap < KK; ++tap)
+          for (int64_t i = 0; i < L * B; ++i) uniform[i] += tab[tap * L * B + i];
         cached = t * blocks + o0 / B;
       }
       const int32_t* ln = lab + n * HW;
@@ -88,6 +95,15 @@ void label_tap_gather_cpu_impl(const scalar_t* table, const int32_t* lab, scalar
         for (int64_t w = 0; w < std::min(r, W); ++w) border_pixel(h, w);
         for (int64_t w = r; w < W - r; ++w) {  // interior fast path
           const int64_t p = h * W + w;
+          // inside a region every tap reads the same label: one precomputed sum instead of k*k
+          // table reads (the table can be far larger than L1)
+          const int32_t centre = ln[p];
+          bool same = true;
+          for (int64_t tap = 0; tap < KK; ++tap) same &= ln[p + off[tap]] == centre;
+          if (same) {
+            store(p, uniform.data() + centre * B);
+            continue;
+          }
           acc sum[B] = {};
           for (int64_t tap = 0; tap < KK; ++tap) {
             const acc* c = tb + (tap * L + ln[p + off[tap]]) * B;

@@ -1,21 +1,24 @@
 // Region pool and region broadcast on the CPU: the segmented scatter-add and the gather at the heart
 // of the label-indexed family. They are each other's adjoint, so each one's backward is the other.
 #include "common.h"
+#include "cpu/label_runs.h"
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace semnorm {
 namespace {
 
-// One (n, c) plane at a time: scatter-add its pixels into a private per-label accumulator, then
-// write the L sums (or means) to pooled[n, :, c]. No atomics, no one-hot, one read of x.
+// One (n, c) plane at a time: each run of equal labels is summed in registers and added to a private
+// per-label accumulator, then the L sums (or means) go to pooled[n, :, c]. No atomics, no one-hot,
+// one read of x.
 template <typename scalar_t>
-void region_pool_cpu_impl(const scalar_t* x, const int32_t* lab, const int64_t* counts, scalar_t* pooled, int64_t N,
-                          int64_t C, int64_t HW, int64_t L, bool mean) {
+void region_pool_cpu_impl(const scalar_t* x, const LabelRuns& runs, const int64_t* counts, scalar_t* pooled,
+                          int64_t N, int64_t C, int64_t HW, int64_t L, bool mean) {
   using acc = acc_t<scalar_t>;
   at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc> sums(L);
@@ -23,8 +26,8 @@ void region_pool_cpu_impl(const scalar_t* x, const int32_t* lab, const int64_t* 
       const int64_t n = nc / C, c = nc % C;
       std::fill(sums.begin(), sums.end(), acc(0));
       const scalar_t* xp = x + nc * HW;
-      const int32_t* lp = lab + n * HW;
-      for (int64_t p = 0; p < HW; ++p) sums[lp[p]] += static_cast<acc>(xp[p]);
+      for (const LabelRun* run = runs.begin(n); run != runs.end(n); ++run)
+        sums[run->label] += lane_sum<acc>(run->begin, run->end, [&](int64_t i) { return static_cast<acc>(xp[i]); });
       scalar_t* out = pooled + n * L * C + c;
       const int64_t* cnt = counts + n * L;
       for (int64_t l = 0; l < L; ++l) {
@@ -36,19 +39,17 @@ void region_pool_cpu_impl(const scalar_t* x, const int32_t* lab, const int64_t* 
   });
 }
 
-// out[n, c, p] = codes[n, lab[n, p], c]: per plane, the column codes[n, :, c] is copied to a small
-// contiguous table first so the pixel loop is a gather from L1.
+// out[n, c, p] = codes[n, lab[n, p], c]: per plane, each run of equal labels is a constant fill.
 template <typename scalar_t>
-void region_broadcast_cpu_impl(const scalar_t* codes, const int32_t* lab, scalar_t* out, int64_t N, int64_t C,
+void region_broadcast_cpu_impl(const scalar_t* codes, const LabelRuns& runs, scalar_t* out, int64_t N, int64_t C,
                                int64_t HW, int64_t L) {
   at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> column(L);
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t n = nc / C, c = nc % C;
-      for (int64_t l = 0; l < L; ++l) column[l] = codes[(n * L + l) * C + c];
-      const int32_t* lp = lab + n * HW;
+      const scalar_t* column = codes + n * L * C + c;  // codes[n, l, c] = column[l * C]
       scalar_t* op = out + nc * HW;
-      for (int64_t p = 0; p < HW; ++p) op[p] = column[lp[p]];
+      for (const LabelRun* run = runs.begin(n); run != runs.end(n); ++run)
+        std::fill(op + run->begin, op + run->end, column[run->label * C]);
     }
   });
 }
@@ -61,17 +62,15 @@ std::tuple<Tensor, Tensor> region_pool_cpu(const Tensor& x, const Tensor& labels
   const Tensor lab = sample_labels(labels, N, H, W, L, op);
   const Tensor xc = x.contiguous();
 
+  const LabelRuns runs(lab.data_ptr<int32_t>(), N, H * W);
   Tensor counts = at::zeros({N, L}, x.options().dtype(at::kLong));
   int64_t* cnt = counts.data_ptr<int64_t>();
-  const int32_t* lp = lab.data_ptr<int32_t>();
-  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n)
-      for (int64_t p = 0; p < H * W; ++p) ++cnt[n * L + lp[n * H * W + p]];
-  });
+  for (int64_t n = 0; n < N; ++n)
+    for (const LabelRun* run = runs.begin(n); run != runs.end(n); ++run) cnt[n * L + run->label] += run->end - run->begin;
 
   Tensor pooled = at::empty({N, L, C}, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "semnorm_region_pool", [&] {
-    region_pool_cpu_impl<scalar_t>(xc.data_ptr<scalar_t>(), lp, cnt, pooled.data_ptr<scalar_t>(), N, C, H * W, L,
+    region_pool_cpu_impl<scalar_t>(xc.data_ptr<scalar_t>(), runs, cnt, pooled.data_ptr<scalar_t>(), N, C, H * W, L,
                                    mean);
   });
   return {pooled, counts};
@@ -88,10 +87,10 @@ Tensor region_broadcast_cpu(const Tensor& codes, const Tensor& labels, c10::SymI
   const int64_t N = codes.size(0), L = codes.size(1), C = codes.size(2);
   const Tensor lab = sample_labels(labels, N, H, W, L, op);
   const Tensor cc = codes.contiguous();
+  const LabelRuns runs(lab.data_ptr<int32_t>(), N, H * W);
   Tensor out = at::empty({N, C, H, W}, codes.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codes.scalar_type(), "semnorm_region_broadcast", [&] {
-    region_broadcast_cpu_impl<scalar_t>(cc.data_ptr<scalar_t>(), lab.data_ptr<int32_t>(), out.data_ptr<scalar_t>(),
-                                        N, C, H * W, L);
+    region_broadcast_cpu_impl<scalar_t>(cc.data_ptr<scalar_t>(), runs, out.data_ptr<scalar_t>(), N, C, H * W, L);
   });
   return out;
 }

@@ -7,7 +7,7 @@ import torch.nn.functional as TF
 from torch import nn
 
 from .. import functional as F
-from ..reference import opmath_dtype, sample_labels
+from ..reference import sample_labels
 from ._inputs import split_semantic_input
 from .norm import ParamFreeNorm
 
@@ -22,20 +22,18 @@ class SPADE(nn.Module):
     ``load_state_dict(strict=True)``. The first convolution over the one-hot map is computed as a
     label-indexed gather of weight columns (:func:`semnorm.functional.label_conv`), exactly.
 
-    Fast path (SPEC section 4), exact: the modulation at a pixel depends only on the labels within
-    ``r = 2 * (k // 2)`` pixels (its "pattern", with a distinct value for outside the image). A pixel
-    whose pattern lies inside the image and inside one class ``l`` gets the per-class values
-    ``G[l], B[l]`` (the network on a constant map of class l, computed once per call from the
-    weights); all pixels go through one :func:`semnorm.functional.class_modulate` with those tables
-    (no dense gamma/beta, no one-hot map). The other ("boundary") pixels, near a class boundary or the
-    image border, are grouped by distinct pattern (exact packing of the labels into int64 words and
-    torch.unique, no hashing); the network is evaluated once per distinct pattern (hidden vectors
-    from distinct k x k sub-patterns as gathered weight columns, then an embedding bag over
-    per-tap projections or one patch matmul) and the boundary pixels of the output are overwritten.
-    With an edge map, a pixel is also boundary when any edge value in its neighbourhood is nonzero,
-    and boundary pixels are not deduplicated (edge values are floats). ``fast="auto"`` takes the
-    fast path when the distinct boundary patterns are at most ``fast_threshold`` times the pixel
-    count, and never while being traced by torch.compile (its graphs cannot branch on data);
+    Fast path (SPEC section 4), exact: the hidden map of the first convolution takes few distinct
+    values. A pixel whose k x k window lies inside one class ``l`` gets that class's vector; the
+    others (near a class boundary or the image border) get one vector per distinct window of labels
+    (exact packing of the labels into int64 words and torch.unique, no hashing). The hidden map is
+    then a map of Q = L + D vector indices, and gamma and beta are a label convolution of that index
+    map (:func:`semnorm.functional.label_tap_gather`) with the per-tap projections of the Q vectors
+    by the second convolutions (one (2C * k*k, hidden) x (hidden, Q) matmul): no one-hot map and no
+    dense hidden map, and the matmul scales with Q instead of the pixel count. With an edge map, a
+    pixel is also a boundary pixel when any edge value in its window is nonzero, and boundary pixels
+    are not deduplicated (edge values are floats). ``fast="auto"`` takes the fast path when Q is at
+    most ``fast_threshold`` times the pixel count (natural masks: about 0.12 at 64 x 64, 0.04 at
+    128 x 128), and never while being traced by torch.compile (its graphs cannot branch on data);
     "always"/"never" force it. Outputs and gradients equal the dense path to float rounding.
 
     Args:
@@ -48,13 +46,9 @@ class SPADE(nn.Module):
             ``label_nc + 1`` input channels; pass the edge map as ``edge`` or as the last one-hot channel).
         impl: semnorm implementation for every op ("native", "triton", "reference" or None: automatic).
         fast: "auto", "always" or "never" (boundary-only evaluation of the modulation network).
-        fast_threshold: largest (distinct boundary patterns / pixels) for which ``fast="auto"`` takes
+        fast_threshold: largest (distinct hidden vectors / pixels) for which ``fast="auto"`` takes
             the fast path.
     """
-
-    #: the per-sub-pattern projection (embedding bag) is used when distinct k x k sub-patterns are
-    #: fewer than this fraction of the distinct patterns; else one patch matmul per pattern
-    _bag_ratio: float = 0.8
 
     def __init__(self, num_features: int, label_nc: int, norm: str = "batch", kernel_size: int = 3,
                  hidden: int = 128, edge: bool = False, impl: str | None = None, fast: str = "auto",
@@ -100,19 +94,19 @@ class SPADE(nn.Module):
     # fast path pieces
 
     def _padded_labels(self, labels: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(labels sampled at size (N, H, W) int64, the same padded by r with the value label_nc, r)."""
+        """(labels sampled at size (N, H, W) int64, the same padded by r = k // 2 with the value label_nc, r)."""
         lab = sample_labels(labels, int(size[0]), int(size[1]))
-        radius = 2 * (self.kernel_size // 2)
+        radius = self.kernel_size // 2
         padded = TF.pad(lab, (radius, radius, radius, radius), value=self.label_nc) if radius else lab
         return lab, padded, radius
 
     def boundary_mask(self, labels: torch.Tensor, size: tuple[int, int], edge: torch.Tensor | None = None
                       ) -> torch.Tensor:
-        """(N, H, W) bool: pixels whose modulation needs the convolutions.
+        """(N, H, W) bool: pixels whose hidden vector is not one of the per-class vectors.
 
-        True where the ``(2r+1)^2`` neighbourhood (``r = 2 * (kernel_size // 2)``) of the labels
-        sampled at ``size`` leaves the image, holds more than one class, or (edge layers) holds a
-        nonzero edge value. A function of the labels (and edge map) and ``size`` only.
+        True where the k x k window (the first convolution's) of the labels sampled at ``size``
+        leaves the image, holds more than one class, or (edge layers) holds a nonzero edge value.
+        A function of the labels (and edge map) and ``size`` only.
         """
         return self._boundary_mask(*self._padded_labels(labels, size), edge)
 
@@ -134,7 +128,7 @@ class SPADE(nn.Module):
 
     def _window_digits(self, padded: torch.Tensor, radius: int, n_idx: torch.Tensor, i_idx: torch.Tensor,
                        j_idx: torch.Tensor) -> torch.Tensor:
-        """(B, (2r+1)^2) labels of each pixel's neighbourhood, label_nc outside the image."""
+        """(B, (2r+1)^2) labels of each pixel's window, label_nc outside the image."""
         win = 2 * radius + 1
         n, hp, wp = padded.shape
         taps = torch.arange(win, device=padded.device)
@@ -164,130 +158,77 @@ class SPADE(nn.Module):
             0, ids, torch.arange(ids.numel(), device=ids.device))
         return ids, rep
 
-    def _patterns(self, padded: torch.Tensor, radius: int, n_idx: torch.Tensor, i_idx: torch.Tensor,
-                  j_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Distinct (2r+1)^2 label patterns of the given pixels: (inverse (B,) in [0, U), representative (U,))."""
-        return self._unique_rows(self._window_digits(padded, radius, n_idx, i_idx, j_idx))
-
-    def _pattern_modulation(self, patterns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """gamma, beta (U, C) of distinct (2k-1)^2 label patterns (U, (2k-1)^2), exactly.
-
-        The k*k hidden vectors a pattern feeds to the second convolution depend on k x k
-        sub-patterns, fewer still once deduplicated (Q of them): hidden ``h_q`` is a sum of k*k
-        gathered weight columns of the first convolution (zero where the sub-pattern's centre is
-        outside the image: the hidden map's zero padding). Each pattern's k*k hidden vectors are
-        gathered into a (U, k*k*hidden) patch matrix, and one matmul with the gamma/beta weights
-        gives its output. No dense hidden map is built.
-        """
-        k = self.kernel_size
-        win = 2 * k - 1
-        dev = patterns.device
-        taps = torch.arange(k, device=dev)
-        inner = (taps.view(k, 1) * win + taps.view(1, k)).reshape(-1)  # a k x k window at offset 0
-        subs = patterns[:, inner.view(1, -1) + inner.view(-1, 1)]  # (U, k*k positions, k*k digits)
-        sub_ids, sub_rep = self._unique_rows(subs.reshape(-1, k * k))
-        sub_digits = subs.reshape(-1, k * k)[sub_rep]  # (Q, k*k)
+    def _hidden_table(self, digits: torch.Tensor, edge_part: torch.Tensor | None) -> torch.Tensor:
+        """Activated hidden vectors (L + D, hidden): one per class (a window inside one class), then
+        one per row of ``digits`` (D, k*k) (a window's labels, label_nc outside the image), plus
+        ``edge_part`` (D, hidden) (the edge channel's share) when given. Differentiable in the weights."""
+        k, num_classes = self.kernel_size, self.label_nc
         conv = self.mlp_shared[0]
-        hid = conv.weight.shape[0]
-        w1 = TF.pad(conv.weight[:, : self.label_nc], (0, 0, 0, 0, 0, 1))  # (hid, L + 1, k, k), zero outside
-        table = w1.permute(2, 3, 1, 0).reshape(k * k * (self.label_nc + 1), hid)
-        offsets = torch.arange(k * k, device=dev) * (self.label_nc + 1)
-        h = table.index_select(0, (sub_digits + offsets).reshape(-1)).view(-1, k * k, hid).sum(1)
-        inside = (sub_digits[:, (k * k) // 2] != self.label_nc).unsqueeze(1).to(h.dtype)
-        h = torch.relu(h + conv.bias) * inside  # (Q, hid); zero padding of the hidden map outside
-        c = self.num_features
-        w2 = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight], 0)  # (2C, hid, k, k)
-        if sub_rep.numel() < self._bag_ratio * patterns.shape[0]:
-            # few distinct sub-patterns: project each once per tap, P[q, t] = W_t h_q (one matmul),
-            # then a pattern's output is the sum of its k*k rows P[q(u, t), t] (an embedding bag)
-            proj = h @ w2.permute(1, 2, 3, 0).reshape(hid, k * k * 2 * c).to(h.dtype)  # (Q, k*k*2C)
-            rows = sub_ids.view(-1, k * k) * (k * k) + torch.arange(k * k, device=dev)
-            out = TF.embedding_bag(rows, proj.view(-1, 2 * c), mode="sum")
-        else:
-            # patches of the hidden map: (U, k*k*hid) gathered rows of h, then one matmul
-            patches = h.index_select(0, sub_ids).view(-1, k * k * hid)
-            out = patches @ w2.permute(0, 2, 3, 1).reshape(2 * c, -1).to(patches.dtype).t()
-        out = out + torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias], 0).to(out.dtype)
-        return out[:, :c], out[:, c:]
-
-    def class_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-class ``(G, B)``, each (label_nc, C): gamma/beta of the network on a constant map of class l
-        (an interior pixel's values). Differentiable in the weights."""
-        conv = self.mlp_shared[0]
-        w1 = conv.weight[:, : self.label_nc].sum((2, 3))  # (hidden, L)
-        h = torch.relu(w1.t() + conv.bias)  # (L, hidden)
-        g = h @ self.mlp_gamma.weight.sum((2, 3)).t() + self.mlp_gamma.bias
-        b = h @ self.mlp_beta.weight.sum((2, 3)).t() + self.mlp_beta.bias
-        return g, b
-
-    def _boundary_modulation(self, actv: torch.Tensor, n_idx: torch.Tensor, i_idx: torch.Tensor,
-                             j_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """gamma, beta (B, C) at the given pixels from the activated hidden map (N, hidden, H, W)."""
-        k = self.kernel_size
-        pad = k // 2
-        n, hid, height, width = actv.shape
-        hp, wp = height + 2 * pad, width + 2 * pad
-        rows = TF.pad(actv, (pad, pad, pad, pad)).permute(0, 2, 3, 1).reshape(n * hp * wp, hid)
-        base = (n_idx * hp + i_idx) * wp + j_idx
-        taps = torch.arange(k, device=actv.device)
-        offsets = (taps.view(k, 1) * wp + taps.view(1, k)).reshape(-1)
-        # index_select (backward: index_add_) rather than advanced indexing (backward: a slow accumulate)
-        patches = rows.index_select(0, (base.unsqueeze(1) + offsets.unsqueeze(0)).reshape(-1)).view(base.numel(), k * k * hid)
-        c = self.num_features
-        weight = torch.cat([self.mlp_gamma.weight, self.mlp_beta.weight], 0).permute(0, 2, 3, 1).reshape(2 * c, -1)
-        bias = torch.cat([self.mlp_gamma.bias, self.mlp_beta.bias], 0)
-        out = torch.addmm(bias.to(patches.dtype), patches, weight.to(patches.dtype).t())
-        return out[:, :c], out[:, c:]
+        w1 = conv.weight[:, :num_classes]  # (hidden, L, k, k)
+        per_class = w1.sum((2, 3)).t()  # (L, hidden)
+        # tap-major table of weight columns with a zero column for 'outside the image'
+        table = TF.pad(w1, (0, 0, 0, 0, 0, 1)).permute(2, 3, 1, 0).reshape(k * k * (num_classes + 1), -1)
+        offsets = torch.arange(k * k, device=digits.device) * (num_classes + 1)
+        per_window = TF.embedding_bag(digits + offsets, table, mode="sum")  # (D, hidden)
+        if edge_part is not None:
+            per_window = per_window + edge_part.to(per_window.dtype)
+        return torch.relu(torch.cat([per_class, per_window]) + conv.bias)
 
     def _forward_fast(self, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, labels: torch.Tensor,
                       edge: torch.Tensor | None) -> torch.Tensor | None:
-        """The exact fast path; None when ``fast="auto"`` finds too many distinct patterns."""
+        """The exact fast path; None when ``fast="auto"`` finds too many distinct hidden vectors.
+
+        The hidden map of the first convolution takes few distinct values: a pixel whose k x k window
+        lies inside one class l gets the class vector ``h_l``, and the others (near a class boundary
+        or the image border) one vector per distinct window of labels. Each pixel of the hidden map is
+        replaced by the index of its vector (``ids``, Q = L + D values), the second convolutions'
+        per-tap projections of the Q vectors form one (2C, k*k, Q) table (a matmul), and gamma and
+        beta are the label convolution of ``ids`` with that table
+        (:func:`semnorm.functional.label_tap_gather`): k*k gathered columns per output value instead
+        of k*k*hidden multiply-adds, no one-hot and no hidden map.
+        """
         size = tuple(x.shape[-2:])
-        acc = opmath_dtype(x.dtype)
+        k, num_classes, c = self.kernel_size, self.label_nc, self.num_features
         lab, padded, radius = self._padded_labels(labels, size)
         lo, hi = torch.aminmax(lab)
-        if int(lo) < 0 or int(hi) >= self.label_nc:
+        if int(lo) < 0 or int(hi) >= num_classes:
             bad = int(lo) if int(lo) < 0 else int(hi)
-            raise IndexError(f"semnorm.SPADE: labels must lie in [0, {self.label_nc}), found {bad}")
+            raise IndexError(f"semnorm.SPADE: labels must lie in [0, {num_classes}), found {bad}")
         mask = self._boundary_mask(lab, padded, radius, edge)
         n_idx, i_idx, j_idx = mask.nonzero(as_tuple=True)
-        g_tab, b_tab = self.class_tables()
-        if n_idx.numel() == 0:
-            return F.class_modulate(x, mean, rstd, lab, g_tab.to(acc), b_tab.to(acc), offset=1.0, impl=self.impl)
-        if self.edge:  # edge values are part of the pattern: no deduplication, one row per boundary pixel
-            ids = torch.arange(n_idx.numel(), device=lab.device)
-            if self.fast == "auto" and ids.numel() > self.fast_threshold * lab.numel():
-                return None
-            actv = torch.relu(self._hidden(lab, size, edge))
-            gamma, beta = self._boundary_modulation(actv, n_idx, i_idx, j_idx)
+        digits = self._window_digits(padded, radius, n_idx, i_idx, j_idx)
+        edge_part = None
+        if self.edge:  # edge values are floats: one vector per boundary pixel, no deduplication
+            inverse = torch.arange(n_idx.numel(), device=lab.device)
+            conv = self.mlp_shared[0]
+            edge_hidden = TF.conv2d(self._edge_map(edge, size, conv.weight.dtype), conv.weight[:, num_classes:],
+                                    padding=conv.padding)
+            edge_part = edge_hidden.permute(0, 2, 3, 1)[n_idx, i_idx, j_idx]
+        elif n_idx.numel():
+            inverse, rep = self._unique_rows(digits)
+            digits = digits[rep]
         else:
-            digits = self._window_digits(padded, radius, n_idx, i_idx, j_idx)
-            ids, rep = self._unique_rows(digits)
-            if self.fast == "auto" and rep.numel() > self.fast_threshold * lab.numel():
-                return None
-            gamma, beta = self._pattern_modulation(digits[rep])
-        y = F.class_modulate(x, mean, rstd, lab, g_tab.to(acc), b_tab.to(acc), offset=1.0, impl=self.impl)
-        # overwrite the boundary pixels, sample by sample, as (C, B_n) column gathers (cache friendly)
-        c, width = x.shape[1], size[1]
-        # (C, B) per-pixel values: each sample's block is then a (C, B_n) view with contiguous rows
-        gamma_b = gamma.to(acc).t().contiguous().index_select(1, ids)
-        beta_b = beta.to(acc).t().contiguous().index_select(1, ids)
-        pix = i_idx * width + j_idx
-        counts = torch.bincount(n_idx, minlength=x.shape[0]).tolist()
-        outs = []
-        # unbind/split (backward: one stack/cat) rather than indexing per sample (backward: a full-size
-        # zero tensor per sample)
-        per_sample = zip(y.unbind(0), x.unbind(0), mean.unbind(0), rstd.unbind(0), pix.split(counts),
-                         gamma_b.split(counts, 1), beta_b.split(counts, 1))
-        for yn, xn, mn, rn, p, gn, bn in per_sample:
-            yn = yn.reshape(c, -1)
-            if p.numel():
-                xn = xn.reshape(c, -1).index_select(1, p).to(acc)
-                xhat = (xn - mn.unsqueeze(1)) * rn.unsqueeze(1)
-                vals = xhat * (1 + gn) + bn
-                yn = yn.index_copy(1, p, vals.to(x.dtype))
-            outs.append(yn)
-        return torch.stack(outs).view(y.shape)
+            inverse = n_idx
+        if self.fast == "auto" and num_classes + digits.shape[0] > self.fast_threshold * lab.numel():
+            return None
+        ids = lab.index_put((n_idx, i_idx, j_idx), inverse + num_classes)
+        hidden = self._hidden_table(digits, edge_part)  # (Q, hidden)
+        # a constant input 1 carries the second convolutions' bias, through the centre tap only (it
+        # is inside the image at every pixel), so the matmul's output is the whole table
+        hidden = TF.pad(hidden, (0, 1), value=1.0)
+        centre = torch.zeros(k * k, 1, dtype=hidden.dtype, device=hidden.device)
+        centre[(k * k) // 2] = 1
+        ids = ids.to(torch.int32)
+
+        def modulation(conv: nn.Conv2d) -> torch.Tensor:
+            # (1, C, k*k, Q) per-tap projections of the Q hidden vectors, then the label convolution
+            w2 = conv.weight.permute(0, 2, 3, 1).to(hidden.dtype)  # (C, k, k, hidden)
+            w2 = torch.cat([w2.reshape(c, k * k, -1), conv.bias.to(hidden.dtype).view(c, 1, 1) * centre], 2)
+            table = (w2.view(c * k * k, -1) @ hidden.t()).view(1, c, k * k, -1)
+            return F.label_tap_gather(table, ids, k, size[0], size[1], impl=self.impl)
+
+        gamma, beta = modulation(self.mlp_gamma), modulation(self.mlp_beta)
+        return F.normalize_modulate(x, mean, rstd, gamma.to(x.dtype), beta.to(x.dtype), offset=1.0, impl=self.impl)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, edge: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, C, H, W); labels (N, Hl, Wl) integer or (N, label_nc [+1], Hl, Wl) one-hot; edge (N, 1, Hl, Wl)."""
