@@ -8,8 +8,7 @@ import torch.nn.functional as TF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from optest import (
-    DEVICES, DTYPES, KERNEL_IMPLS, LABEL_CASES, LABEL_DTYPES, LAYOUTS, RESOLUTIONS, assert_close, make_x, needs_ext,
-    needs_triton,
+    DEVICES, DTYPES, KERNEL_IMPLS, LABEL_CASES, LABEL_DTYPES, LAYOUTS, RESOLUTIONS, assert_close, make_x, needs_triton,
 )
 
 from semnorm import functional as F
@@ -406,72 +405,43 @@ class TestClassModulateErrors:
         with pytest.raises(TypeError, match="scale_beta must have dtype torch.float32"):
             call(scale_beta=sb.double())
 
-    @needs_ext
-    def test_kernel_checks_itself(self):
-        # Bypass the Python layer: the C++ kernel refuses bad input on its own, naming the argument.
+    @pytest.mark.parametrize("impl", KERNEL_IMPLS)
+    def test_kernel_checks_itself(self, impl):
+        # Bypass the Python layer: the kernel refuses bad input on its own, naming the argument. C++
+        # raises RuntimeError and spells shapes / dtypes ATen's way ([4, 2], Float); the Triton
+        # launchers raise ValueError / TypeError and spell them torch's way ((4, 2), torch.float32).
+        native = impl == "native"
+        value_error, type_error = (RuntimeError, RuntimeError) if native else (ValueError, TypeError)
+        f32, f64 = ("Float", "Double") if native else ("torch.float32", "torch.float64")
+        bias_shape = r"\[4, 2\]" if native else r"\(4, 2\)"
         x, mean, rstd, labels, weight, bias, sg, sb = make_inputs(1, 2, 3, 3, 3, 3, 4, scales=True, requires_grad=False)
-        cm = torch.ops.semnorm.class_modulate
-        cmb = torch.ops.semnorm.class_modulate_backward
+        ops = op_namespace(impl)
+        cm, cmb = ops.class_modulate, ops.class_modulate_backward
         with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found 9"):
             cm(x, mean, rstd, torch.full((1, 3, 3), 9), weight, bias)
         with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found 300"):
             cm(x, mean, rstd, torch.full((1, 5, 5), 300, dtype=torch.int32), weight, bias, sg, sb, 1.0)
         with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found -2"):
             cmb(x, x, mean, rstd, torch.full((1, 3, 3), -2), weight, bias, None, None, 0.0)
-        with pytest.raises(RuntimeError, match="labels must be an integer tensor"):
+        with pytest.raises(type_error, match="labels must be an integer tensor"):
             cm(x, mean, rstd, torch.zeros(1, 3, 3), weight, bias)
-        with pytest.raises(RuntimeError, match="labels has batch size 2"):
+        with pytest.raises(value_error, match="labels has batch size 2"):
             cm(x, mean, rstd, torch.zeros(2, 3, 3, dtype=torch.long), weight, bias)
-        with pytest.raises(RuntimeError, match="weight must have C = 2 columns"):
+        with pytest.raises(value_error, match="weight must have C = 2 columns"):
             cm(x, mean, rstd, labels, weight[:, :1], bias)
-        with pytest.raises(RuntimeError, match=r"bias must have shape \[4, 2\]"):
+        with pytest.raises(value_error, match=f"bias must have shape {bias_shape}"):
             cm(x, mean, rstd, labels, weight, bias[:3])
-        with pytest.raises(RuntimeError, match="weight must have dtype Float"):
+        with pytest.raises(type_error, match=f"weight must have dtype {f32}"):
             cm(x, mean, rstd, labels, weight.double(), bias)
-        with pytest.raises(RuntimeError, match="mean must have dtype Double"):
+        with pytest.raises(type_error, match=f"mean must have dtype {f64}"):
             cm(x.double(), mean, rstd.double(), labels, weight.double(), bias.double())
-        with pytest.raises(RuntimeError, match="x must not be empty"):
+        with pytest.raises(value_error, match="x must not be empty"):
             cm(x[:, :, :0], mean, rstd, labels, weight, bias)
-        with pytest.raises(RuntimeError, match="scale_gamma must have shape"):
+        with pytest.raises(value_error, match="scale_gamma must have shape"):
             cm(x, mean, rstd, labels, weight, bias, sg[:, :2])
-        with pytest.raises(RuntimeError, match="scale_beta must have dtype Float"):
+        with pytest.raises(type_error, match=f"scale_beta must have dtype {f32}"):
             cm(x, mean, rstd, labels, weight, bias, sg, sb.double())
-        with pytest.raises(RuntimeError, match="grad_y must have shape"):
+        with pytest.raises(value_error, match="grad_y must have shape"):
             cmb(x[:, :1], x, mean, rstd, labels, weight, bias, None, None, 0.0)
-        with pytest.raises(RuntimeError, match="grad_y must have dtype Float"):
-            cmb(x.double(), x, mean, rstd, labels, weight, bias, None, None, 0.0)
-
-    @needs_triton
-    def test_triton_kernel_checks_itself(self):
-        # Bypass the Python layer: the Triton launchers refuse bad input on their own, naming the argument.
-        x, mean, rstd, labels, weight, bias, sg, sb = make_inputs(1, 2, 3, 3, 3, 3, 4, scales=True, requires_grad=False)
-        cm = torch.ops.semnorm_triton.class_modulate
-        cmb = torch.ops.semnorm_triton.class_modulate_backward
-        with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found 9"):
-            cm(x, mean, rstd, torch.full((1, 3, 3), 9), weight, bias)
-        with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found 300"):
-            cm(x, mean, rstd, torch.full((1, 5, 5), 300, dtype=torch.int32), weight, bias, sg, sb, 1.0)
-        with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found -2"):
-            cmb(x, x, mean, rstd, torch.full((1, 3, 3), -2), weight, bias, None, None, 0.0)
-        with pytest.raises(TypeError, match="labels must be an integer tensor"):
-            cm(x, mean, rstd, torch.zeros(1, 3, 3), weight, bias)
-        with pytest.raises(ValueError, match="labels has batch size 2"):
-            cm(x, mean, rstd, torch.zeros(2, 3, 3, dtype=torch.long), weight, bias)
-        with pytest.raises(ValueError, match="weight must have C = 2 columns"):
-            cm(x, mean, rstd, labels, weight[:, :1], bias)
-        with pytest.raises(ValueError, match=r"bias must have shape \(4, 2\)"):
-            cm(x, mean, rstd, labels, weight, bias[:3])
-        with pytest.raises(TypeError, match="weight must have dtype torch.float32"):
-            cm(x, mean, rstd, labels, weight.double(), bias)
-        with pytest.raises(TypeError, match="mean must have dtype torch.float64"):
-            cm(x.double(), mean, rstd.double(), labels, weight.double(), bias.double())
-        with pytest.raises(ValueError, match="x must not be empty"):
-            cm(x[:, :, :0], mean, rstd, labels, weight, bias)
-        with pytest.raises(ValueError, match="scale_gamma must have shape"):
-            cm(x, mean, rstd, labels, weight, bias, sg[:, :2])
-        with pytest.raises(TypeError, match="scale_beta must have dtype torch.float32"):
-            cm(x, mean, rstd, labels, weight, bias, sg, sb.double())
-        with pytest.raises(ValueError, match="grad_y must have shape"):
-            cmb(x[:, :1], x, mean, rstd, labels, weight, bias, None, None, 0.0)
-        with pytest.raises(TypeError, match="grad_y must have dtype torch.float32"):
+        with pytest.raises(type_error, match=f"grad_y must have dtype {f32}"):
             cmb(x.double(), x, mean, rstd, labels, weight, bias, None, None, 0.0)

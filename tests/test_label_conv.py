@@ -413,62 +413,36 @@ class TestLabelConvErrors:
         with pytest.raises(TypeError, match="labels must be an integer tensor"):
             F.region_conv(codes, labels.double(), torch.randn(3, 6, 3, 3), impl=impl)
 
-    @needs_ext
-    def test_kernel_checks_itself(self):
-        # Bypass the Python layer: the C++ kernels must refuse bad input on their own.
-        ops = torch.ops.semnorm
+    @pytest.mark.parametrize("impl", KERNEL_IMPLS)
+    def test_kernel_checks_itself(self, impl):
+        # Bypass the Python layer: the kernels must refuse bad input on their own. C++ raises
+        # RuntimeError, the Triton launchers ValueError / TypeError; both IndexError for label values.
+        native = impl == "native"
+        value_error, type_error = (RuntimeError, RuntimeError) if native else (ValueError, TypeError)
+        ops = op_namespace(impl)
         labels = torch.zeros(2, 3, 3, dtype=torch.int64)
         table = torch.randn(1, 2, 9, 4)
         with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found 9"):
             ops.label_tap_gather(table, torch.full((2, 3, 3), 9), 3, 3, 3)
         with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found 300"):
             ops.label_tap_gather_backward(torch.randn(2, 2, 3, 3), torch.full((2, 2, 2), 300, dtype=torch.int32), 1, 4, 3)
-        with pytest.raises(RuntimeError, match="labels must be an integer tensor"):
+        with pytest.raises(type_error, match="labels must be an integer tensor"):
             ops.label_tap_gather(table, labels.float(), 3, 3, 3)
-        with pytest.raises(RuntimeError, match="kernel_size must be a positive odd integer, got 4"):
+        with pytest.raises(value_error, match="kernel_size must be a positive odd integer, got 4"):
             ops.label_tap_gather(torch.randn(1, 2, 16, 4), labels, 4, 3, 3)
-        with pytest.raises(RuntimeError, match="kernel_size must be a positive odd integer, got 2"):
+        with pytest.raises(value_error, match="kernel_size must be a positive odd integer, got 2"):
             ops.label_tap_gather_backward(torch.randn(2, 2, 3, 3), labels, 1, 4, 2)
-        with pytest.raises(RuntimeError, match="table must have 4 dimensions"):
+        with pytest.raises(value_error, match="table must have 4 dimensions"):
             ops.label_tap_gather(table[0], labels, 3, 3, 3)
-        with pytest.raises(RuntimeError, match=r"table must have shape \(T, Cout, kernel_size\^2 = 9, L\)"):
+        with pytest.raises(value_error, match=r"table must have shape \(T, Cout, kernel_size\^2 = 9, L\)"):
             ops.label_tap_gather(torch.randn(1, 2, 4, 4), labels, 3, 3, 3)
-        with pytest.raises(RuntimeError, match="table must have 1 or N = 2 entries"):
+        with pytest.raises(value_error, match="table must have 1 or N = 2 entries"):
             ops.label_tap_gather(torch.randn(3, 2, 9, 4), labels, 3, 3, 3)
-        with pytest.raises(RuntimeError, match="num_tables must be 1 or N = 2, got 3"):
+        with pytest.raises(value_error, match="num_tables must be 1 or N = 2, got 3"):
             ops.label_tap_gather_backward(torch.randn(2, 2, 3, 3), labels, 3, 4, 3)
-        with pytest.raises(RuntimeError, match="labels has batch size 2 but the activations have 1"):
+        with pytest.raises(value_error, match="labels has batch size 2 but the activations have 1"):
             ops.label_tap_gather_backward(torch.randn(1, 2, 3, 3), labels, 1, 4, 3)
-        with pytest.raises(RuntimeError, match="table must be a floating point"):
+        with pytest.raises(type_error, match="table must be a floating point"):
             ops.label_tap_gather(table.long(), labels, 3, 3, 3)
-
-    @needs_triton
-    def test_triton_kernel_checks_itself(self):
-        # Bypass the Python layer: the Triton launchers refuse bad input on their own.
-        ops = torch.ops.semnorm_triton
-        labels = torch.zeros(2, 3, 3, dtype=torch.int64)
-        table = torch.randn(1, 2, 9, 4)
-        with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found 9"):
-            ops.label_tap_gather(table, torch.full((2, 3, 3), 9), 3, 3, 3)
-        with pytest.raises(IndexError, match=r"labels must lie in \[0, 4\), found 300"):
-            ops.label_tap_gather_backward(torch.randn(2, 2, 3, 3), torch.full((2, 2, 2), 300, dtype=torch.int32), 1, 4, 3)
-        with pytest.raises(TypeError, match="labels must be an integer tensor"):
-            ops.label_tap_gather(table, labels.float(), 3, 3, 3)
-        with pytest.raises(ValueError, match="kernel_size must be a positive odd integer, got 4"):
-            ops.label_tap_gather(torch.randn(1, 2, 16, 4), labels, 4, 3, 3)
-        with pytest.raises(ValueError, match="kernel_size must be a positive odd integer, got 2"):
-            ops.label_tap_gather_backward(torch.randn(2, 2, 3, 3), labels, 1, 4, 2)
-        with pytest.raises(ValueError, match="table must have 4 dimensions"):
-            ops.label_tap_gather(table[0], labels, 3, 3, 3)
-        with pytest.raises(ValueError, match=r"table must have shape \(T, Cout, kernel_size\^2 = 9, L\)"):
-            ops.label_tap_gather(torch.randn(1, 2, 4, 4), labels, 3, 3, 3)
-        with pytest.raises(ValueError, match="table must have 1 or N = 2 entries"):
-            ops.label_tap_gather(torch.randn(3, 2, 9, 4), labels, 3, 3, 3)
-        with pytest.raises(ValueError, match="num_tables must be 1 or N = 2, got 3"):
-            ops.label_tap_gather_backward(torch.randn(2, 2, 3, 3), labels, 3, 4, 3)
-        with pytest.raises(ValueError, match="labels has batch size 2 but the activations have 1"):
-            ops.label_tap_gather_backward(torch.randn(1, 2, 3, 3), labels, 1, 4, 3)
-        with pytest.raises(TypeError, match="table must be a floating point"):
-            ops.label_tap_gather(table.long(), labels, 3, 3, 3)
-        with pytest.raises(ValueError, match="height and width must be positive, got 0 x 3"):
+        with pytest.raises(value_error, match="height and width must be positive, got 0 x 3"):
             ops.label_tap_gather(table, labels, 3, 0, 3)

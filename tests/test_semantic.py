@@ -55,6 +55,28 @@ def clones(ts):
     return [t.detach().clone().requires_grad_() for t in ts]
 
 
+def check_against_reference(op, impl, ins, names, dtype=None, grad_scale=1.0, **kw):
+    """``F.<op>`` by ``impl`` vs the reference on clones of ``ins``: the outputs, then, for one random
+    output gradient, the gradient of every input (``names``: the inputs, for the messages). Returns the
+    kernel's output for further checks."""
+    fn = getattr(F, op)
+    ref_ins = clones(ins)
+    y = fn(*ins, **kw, impl=impl)
+    yr = fn(*ref_ins, **kw, impl="reference")
+    assert_close(y, yr, dtype)
+    g = torch.randn_like(yr)
+    y.backward(g)
+    yr.backward(g)
+    for name, a, b in zip(names, ins, ref_ins, strict=True):
+        assert a.grad.dtype == a.dtype, name
+        assert_close(a.grad, b.grad, dtype, scale=grad_scale, msg=lambda m: f"grad_{name}: {m}")
+    return y
+
+
+SCN_INPUTS = ("x", "mean", "rstd", "vectors", "bank")
+SCC_INPUTS = ("vectors", "candidates")
+
+
 def dense(t):
     """True when t's elements fill its storage span without gaps or overlaps, in some dimension order."""
     expected = 1
@@ -197,18 +219,10 @@ class TestSemanticModulateKernels:
     def test_forward_backward(self, impl, device, dtype, layout, k, offset):
         trim(impl, (k == 4) == (offset == 1.0))
         ins = on_all(device, make_scn(2, 5, 9, 7, k, dtype, layout, requires_grad=True))
-        ref_ins = clones(ins)
-        y = F.semantic_modulate(*ins, offset=offset, impl=impl)
-        yr = F.semantic_modulate(*ref_ins, offset=offset, impl="reference")
+        # grad_scale=4: float32 parameter gradients sum low-precision products over many pixels
+        y = check_against_reference("semantic_modulate", impl, ins, SCN_INPUTS, dtype, grad_scale=4,
+                                    offset=offset)
         assert y.dtype == dtype and y.is_contiguous()
-        assert_close(y, yr, dtype)
-        g = torch.randn_like(yr)
-        y.backward(g)
-        yr.backward(g)
-        for name, a, b in zip(("x", "mean", "rstd", "vectors", "bank"), ins, ref_ins):
-            assert a.grad.dtype == a.dtype, name
-            # float32 parameter gradients sum low-precision products over many pixels
-            assert_close(a.grad, b.grad, dtype, scale=4, msg=lambda m: f"grad_{name}: {m}")
 
     @pytest.mark.parametrize("size", SIZES + [(33, 17), (2, 300)])
     @pytest.mark.parametrize("k", [1, 3, 16])
@@ -216,15 +230,7 @@ class TestSemanticModulateKernels:
         trim(impl, k != 16 or size[0] * size[1] <= 64)
         c = 20 if impl == "triton" and k == 3 else 4  # 20: more than one channel block of the Triton tiles
         ins = on_all(device, make_scn(3, c, *size, k, torch.float64, requires_grad=True))
-        ref_ins = clones(ins)
-        y = F.semantic_modulate(*ins, impl=impl)
-        yr = F.semantic_modulate(*ref_ins, impl="reference")
-        assert_close(y, yr)
-        g = torch.randn_like(yr)
-        y.backward(g)
-        yr.backward(g)
-        for a, b in zip(ins, ref_ins):
-            assert_close(a.grad, b.grad)
+        check_against_reference("semantic_modulate", impl, ins, SCN_INPUTS)
 
     def test_published_formulation(self, impl, device):
         # Batch statistics expanded over N, offset 1: SC-GAN's SCN layer exactly (float32 tolerance).
@@ -293,15 +299,7 @@ class TestSemanticModulateKernels:
     def test_fuzz(self, impl, device, n, c, h, w, k, offset, seed):
         torch.manual_seed(seed)
         ins = on_all(device, make_scn(n, c, h, w, k, torch.float64, requires_grad=True))
-        ref_ins = clones(ins)
-        y = F.semantic_modulate(*ins, offset=offset, impl=impl)
-        yr = F.semantic_modulate(*ref_ins, offset=offset, impl="reference")
-        assert_close(y, yr)
-        g = torch.randn_like(yr)
-        y.backward(g)
-        yr.backward(g)
-        for a, b in zip(ins, ref_ins):
-            assert_close(a.grad, b.grad)
+        check_against_reference("semantic_modulate", impl, ins, SCN_INPUTS, offset=offset)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -312,31 +310,15 @@ class TestCandidateCombineKernels:
     @pytest.mark.parametrize("k", [1, 3])
     def test_forward_backward(self, impl, device, dtype, layout, k):
         ins = on_all(device, make_scc(2, k, 5, 9, 7, dtype, layout, requires_grad=True))
-        ref_ins = clones(ins)
-        y = F.candidate_combine(*ins, impl=impl)
-        yr = F.candidate_combine(*ref_ins, impl="reference")
+        y = check_against_reference("candidate_combine", impl, ins, SCC_INPUTS, dtype, grad_scale=2)
         assert y.dtype == dtype and y.is_contiguous() and y.shape == (2, 5, 9, 7)
-        assert_close(y, yr, dtype)
-        g = torch.randn_like(yr)
-        y.backward(g)
-        yr.backward(g)
-        for a, b in zip(ins, ref_ins):
-            assert_close(a.grad, b.grad, dtype, scale=2)
 
     @pytest.mark.parametrize("size", SIZES + [(33, 17), (2, 300)])
     @pytest.mark.parametrize("k", [1, 4])
     def test_sizes(self, impl, device, size, k):
         c = 20 if impl == "triton" and k == 4 else 4  # 20: more than one channel block of the Triton tiles
         ins = on_all(device, make_scc(3, k, c, *size, torch.float64, requires_grad=True))
-        ref_ins = clones(ins)
-        y = F.candidate_combine(*ins, impl=impl)
-        yr = F.candidate_combine(*ref_ins, impl="reference")
-        assert_close(y, yr)
-        g = torch.randn_like(yr)
-        y.backward(g)
-        yr.backward(g)
-        for a, b in zip(ins, ref_ins):
-            assert_close(a.grad, b.grad)
+        check_against_reference("candidate_combine", impl, ins, SCC_INPUTS)
 
     def test_published_formulation(self, impl, device):
         # SCC: y = sum_k R_k * conv_k(x) with K expert 3x3 convs without bias.
@@ -378,15 +360,7 @@ class TestCandidateCombineKernels:
     def test_fuzz(self, impl, device, n, k, c, h, w, seed):
         torch.manual_seed(seed)
         ins = on_all(device, make_scc(n, k, c, h, w, torch.float64, requires_grad=True))
-        ref_ins = clones(ins)
-        y = F.candidate_combine(*ins, impl=impl)
-        yr = F.candidate_combine(*ref_ins, impl="reference")
-        assert_close(y, yr)
-        g = torch.randn_like(yr)
-        y.backward(g)
-        yr.backward(g)
-        for a, b in zip(ins, ref_ins):
-            assert_close(a.grad, b.grad)
+        check_against_reference("candidate_combine", impl, ins, SCC_INPUTS)
 
 
 # ---- errors

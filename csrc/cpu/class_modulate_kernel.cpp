@@ -3,6 +3,7 @@
 // with l the label at pixel p (sampled to (H, W) in the kernel) and sg / sb the optional ICPE
 // factors. No dense gamma/beta and no one-hot: the forward reads the (L, C) bank through a small
 // per-channel table, the backward scatter-adds into private per-class buffers.
+#include "checks/class_modulate_checks.h"
 #include "common.h"
 #include "cpu/label_runs.h"
 
@@ -219,32 +220,12 @@ void backward_pixels_impl(const scalar_t* dy, const scalar_t* x, const acc_t<sca
   });
 }
 
-// Shared argument checks of the forward and the backward; returns the labels sampled at (H, W).
-Tensor check_args(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& labels, const Tensor& weight,
-                  const Tensor& bias, const char* op) {
-  check_activation(x, op);
-  check_stats(x, mean, rstd, op);
-  const auto check_bank = [&](const Tensor& t, const char* name) {
-    check_float(t, op, name);
-    check_same_device(x, t, op, "x", name);
-    check_dim(t, 2, op, name);
-    check_nonempty(t, op, name);
-    TORCH_CHECK(t.size(1) == x.size(1), "semnorm.", op, ": ", name, " must have C = ", x.size(1),
-                " columns (one per channel of x), got shape ", t.sizes());
-    check_dtype(t, opmath_dtype(x.scalar_type()), op, name);
-  };
-  check_bank(weight, "weight");
-  check_bank(bias, "bias");
-  check_shape(bias, weight.sizes(), op, "bias");
-  check_same_device(x, labels, op, "x", "labels");
-  return sample_labels(labels, x.size(0), x.size(2), x.size(3), weight.size(0), op);
-}
-
 Tensor class_modulate_cpu(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& labels,
                           const Tensor& weight, const Tensor& bias, const std::optional<Tensor>& scale_gamma,
                           const std::optional<Tensor>& scale_beta, double offset) {
   constexpr const char* op = "class_modulate";
-  const Tensor lab = check_args(x, mean, rstd, labels, weight, bias, op);
+  check_class_modulate_args(x, mean, rstd, labels, weight, bias, op);
+  const Tensor lab = class_modulate_labels(x, labels, weight, op);
   const Tensor sg = check_pixel_map(scale_gamma, x, op, "scale_gamma");
   const Tensor sb = check_pixel_map(scale_beta, x, op, "scale_beta");
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), L = weight.size(0);
@@ -274,11 +255,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> class_modulat
     const Tensor& weight, const Tensor& bias, const std::optional<Tensor>& scale_gamma,
     const std::optional<Tensor>& scale_beta, double offset) {
   constexpr const char* op = "class_modulate_backward";
-  const Tensor lab = check_args(x, mean, rstd, labels, weight, bias, op);
-  check_defined(grad_y, op, "grad_y");
-  check_same_device(x, grad_y, op, "x", "grad_y");
-  check_shape(grad_y, x.sizes(), op, "grad_y");
-  check_dtype(grad_y, x.scalar_type(), op, "grad_y");
+  check_class_modulate_args(x, mean, rstd, labels, weight, bias, op);
+  const Tensor lab = class_modulate_labels(x, labels, weight, op);
+  check_class_modulate_grad(grad_y, x, op);
   const Tensor sg = check_pixel_map(scale_gamma, x, op, "scale_gamma");
   const Tensor sb = check_pixel_map(scale_beta, x, op, "scale_beta");
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), L = weight.size(0);

@@ -2,6 +2,7 @@
 // a region-broadcast code map (SEAN's style conv) computed exactly as a sum of k*k gathered table
 // columns per pixel (SPEC section 4). No one-hot, no im2col: the forward reads one small table slice
 // per (n, o) plane, the backward scatter-adds each gradient plane into a private per-(t, o) buffer.
+#include "checks/label_conv_checks.h"
 #include "common.h"
 
 #include <ATen/ops/empty.h>
@@ -178,28 +179,11 @@ void label_tap_gather_backward_cpu_impl(const scalar_t* grad, const int32_t* lab
   });
 }
 
-void check_kernel_size(int64_t kernel_size, const char* op) {
-  TORCH_CHECK(kernel_size >= 1 && kernel_size % 2 == 1, "semnorm.", op,
-              ": kernel_size must be a positive odd integer, got ", kernel_size);
-}
-
 Tensor label_tap_gather_cpu(const Tensor& table, const Tensor& labels, int64_t kernel_size, c10::SymInt height,
                             c10::SymInt width) {
   constexpr const char* op = "label_tap_gather";
-  check_float(table, op, "table");
-  check_dim(table, 4, op, "table");
-  check_nonempty(table, op, "table");
-  check_kernel_size(kernel_size, op);
-  check_same_device(table, labels, op, "table", "labels");
-  const int64_t H = height.expect_int(), W = width.expect_int();
-  TORCH_CHECK(H > 0 && W > 0, "semnorm.", op, ": height and width must be positive, got ", H, " x ", W);
-  check_defined(labels, op, "labels");
-  check_dim(labels, 3, op, "labels");
-  const int64_t N = labels.size(0), T = table.size(0), C = table.size(1), K = kernel_size, L = table.size(3);
-  TORCH_CHECK(table.size(2) == K * K, "semnorm.", op, ": table must have shape (T, Cout, kernel_size^2 = ", K * K,
-              ", L), got ", table.sizes());
-  TORCH_CHECK(T == 1 || T == N, "semnorm.", op, ": table must have 1 or N = ", N,
-              " entries in dimension 0 (one per sample), got ", T);
+  const LabelConvSizes sz = check_label_tap_gather(table, labels, kernel_size, height, width, op);
+  const int64_t N = sz.N, T = sz.T, C = sz.C, K = sz.K, L = sz.L, H = sz.H, W = sz.W;
   const Tensor lab = sample_labels(labels, N, H, W, L, op);
   const Tensor tc = table.contiguous();
   Tensor out = at::empty({N, C, H, W}, table.options());
@@ -213,12 +197,9 @@ Tensor label_tap_gather_cpu(const Tensor& table, const Tensor& labels, int64_t k
 Tensor label_tap_gather_backward_cpu(const Tensor& grad_out, const Tensor& labels, int64_t num_tables,
                                      int64_t num_classes, int64_t kernel_size) {
   constexpr const char* op = "label_tap_gather_backward";
-  check_activation(grad_out, op, "grad_out");
-  check_kernel_size(kernel_size, op);
-  check_same_device(grad_out, labels, op, "grad_out", "labels");
-  const int64_t N = grad_out.size(0), C = grad_out.size(1), H = grad_out.size(2), W = grad_out.size(3);
-  const int64_t T = num_tables, K = kernel_size, L = num_classes;
-  TORCH_CHECK(T == 1 || T == N, "semnorm.", op, ": num_tables must be 1 or N = ", N, ", got ", T);
+  const LabelConvSizes sz =
+      check_label_tap_gather_backward(grad_out, labels, num_tables, num_classes, kernel_size, op);
+  const int64_t N = sz.N, T = sz.T, C = sz.C, K = sz.K, L = sz.L, H = sz.H, W = sz.W;
   const Tensor lab = sample_labels(labels, N, H, W, L, op);
   const Tensor gc = grad_out.contiguous();
   Tensor grad_table = at::empty({T, C, K * K, L}, grad_out.options());

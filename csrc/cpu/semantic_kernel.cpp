@@ -4,6 +4,7 @@
 // per-channel quantity: SCN mixes the rows of a (K, 2C) bank into gamma / beta and applies them to the
 // normalized activations, SCC mixes K candidate feature maps. No dense gamma / beta is ever built:
 // every kernel works on blocks of kBlock pixels with small float accumulators that live in L1.
+#include "checks/semantic_checks.h"
 #include "common.h"
 
 #include <ATen/ops/empty.h>
@@ -19,24 +20,6 @@ namespace {
 constexpr int64_t kBlock = 256;
 
 // ---- SCN
-
-void check_semantic_inputs(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& vectors,
-                           const Tensor& bank, const char* op) {
-  check_activation(x, op);
-  check_stats(x, mean, rstd, op);
-  check_float(vectors, op, "vectors");
-  check_same_device(x, vectors, op, "x", "vectors");
-  check_dim(vectors, 4, op, "vectors");
-  check_nonempty(vectors, op, "vectors");
-  const int64_t K = vectors.size(1);
-  check_shape(vectors, {x.size(0), K, x.size(2), x.size(3)}, op, "vectors");
-  check_dtype(vectors, x.scalar_type(), op, "vectors");
-  check_float(bank, op, "bank");
-  check_same_device(x, bank, op, "x", "bank");
-  check_dim(bank, 2, op, "bank");
-  check_shape(bank, {K, 2 * x.size(1)}, op, "bank");
-  check_dtype(bank, opmath_dtype(x.scalar_type()), op, "bank");
-}
 
 // g[j] = offset + sum_k v_k[j] * bg[k] for the pixels [0, len) of a block; v_k = v + k * HW.
 template <typename scalar_t, typename acc>
@@ -202,11 +185,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> semantic_modulate_backward_cp
     const Tensor& grad_y, const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& vectors,
     const Tensor& bank, double offset) {
   constexpr const char* op = "semantic_modulate_backward";
-  check_semantic_inputs(x, mean, rstd, vectors, bank, op);
-  check_float(grad_y, op, "grad_y");
-  check_same_device(x, grad_y, op, "x", "grad_y");
-  check_shape(grad_y, x.sizes(), op, "grad_y");
-  check_dtype(grad_y, x.scalar_type(), op, "grad_y");
+  check_semantic_backward_inputs(grad_y, x, mean, rstd, vectors, bank, op);
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), K = vectors.size(1);
   const Tensor dc = grad_y.contiguous(), xc = x.contiguous(), vc = vectors.contiguous(), bc = bank.contiguous();
   const Tensor mc = mean.contiguous(), rc = rstd.contiguous();
@@ -228,19 +207,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> semantic_modulate_backward_cp
 }
 
 // ---- SCC
-
-void check_combine_inputs(const Tensor& vectors, const Tensor& candidates, const char* op) {
-  check_float(vectors, op, "vectors");
-  check_dim(vectors, 4, op, "vectors");
-  check_nonempty(vectors, op, "vectors");
-  check_float(candidates, op, "candidates");
-  check_same_device(vectors, candidates, op, "vectors", "candidates");
-  check_dim(candidates, 5, op, "candidates");
-  check_nonempty(candidates, op, "candidates");
-  const int64_t N = vectors.size(0), K = vectors.size(1), H = vectors.size(2), W = vectors.size(3);
-  check_shape(candidates, {N, K, candidates.size(2), H, W}, op, "candidates");
-  check_dtype(candidates, vectors.scalar_type(), op, "candidates");
-}
 
 // Forward, parallel over (n, c) planes: y = sum_k v_k * cand_k, accumulated per pixel block.
 template <typename scalar_t>
@@ -326,13 +292,9 @@ Tensor candidate_combine_cpu(const Tensor& vectors, const Tensor& candidates) {
 std::tuple<Tensor, Tensor> candidate_combine_backward_cpu(const Tensor& grad_y, const Tensor& vectors,
                                                           const Tensor& candidates) {
   constexpr const char* op = "candidate_combine_backward";
-  check_combine_inputs(vectors, candidates, op);
+  check_combine_backward_inputs(grad_y, vectors, candidates, op);
   const int64_t N = vectors.size(0), K = vectors.size(1), C = candidates.size(2);
   const int64_t H = vectors.size(2), W = vectors.size(3);
-  check_float(grad_y, op, "grad_y");
-  check_same_device(vectors, grad_y, op, "vectors", "grad_y");
-  check_shape(grad_y, {N, C, H, W}, op, "grad_y");
-  check_dtype(grad_y, vectors.scalar_type(), op, "grad_y");
   const Tensor dc = grad_y.contiguous(), vc = vectors.contiguous(), cc = candidates.contiguous();
   Tensor gv = at::empty(vectors.sizes(), vectors.options().memory_format(at::MemoryFormat::Contiguous));
   Tensor gcand = at::empty(candidates.sizes(), candidates.options().memory_format(at::MemoryFormat::Contiguous));

@@ -18,6 +18,7 @@
 // Backward, pixel pass (only with sg / sb): grad_sg / grad_sb are sums over channels per pixel;
 // one thread per kVec pixels loops over the channels (no atomics). It reads grad_y and x again.
 // Inputs are made contiguous (channels_last x is copied to NCHW first, like the CPU kernel).
+#include "../checks/class_modulate_checks.h"
 #include "label_index.cuh"
 
 #include <ATen/ops/empty.h>
@@ -240,40 +241,15 @@ __global__ void class_modulate_pixels_kernel(const scalar_t* __restrict__ dy, co
   }
 }
 
-// Shared argument checks of the forward and the backward (as on the CPU).
-void check_args(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& labels, const Tensor& weight,
-                  const Tensor& bias, const char* op) {
-  check_activation(x, op);
-  check_stats(x, mean, rstd, op);
-  const auto check_bank = [&](const Tensor& t, const char* name) {
-    check_float(t, op, name);
-    check_same_device(x, t, op, "x", name);
-    check_dim(t, 2, op, name);
-    check_nonempty(t, op, name);
-    TORCH_CHECK(t.size(1) == x.size(1), "semnorm.", op, ": ", name, " must have C = ", x.size(1),
-                " columns (one per channel of x), got shape ", t.sizes());
-    check_dtype(t, opmath_dtype(x.scalar_type()), op, name);
-  };
-  check_bank(weight, "weight");
-  check_bank(bias, "bias");
-  check_shape(bias, weight.sizes(), op, "bias");
-  check_same_device(x, labels, op, "x", "labels");
-}
-
-// The labels sampled at x's (H, W), on x's device (the caller holds the device guard).
-Tensor sampled_labels(const Tensor& x, const Tensor& labels, const Tensor& weight, const char* op) {
-  return sample_labels(labels, x.size(0), x.size(2), x.size(3), weight.size(0), op);
-}
-
 Tensor class_modulate_cuda(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& labels,
                            const Tensor& weight, const Tensor& bias, const std::optional<Tensor>& scale_gamma,
                            const std::optional<Tensor>& scale_beta, double offset) {
   constexpr const char* op = "class_modulate";
-  check_args(x, mean, rstd, labels, weight, bias, op);
+  check_class_modulate_args(x, mean, rstd, labels, weight, bias, op);
   const Tensor sg = check_pixel_map(scale_gamma, x, op, "scale_gamma");
   const Tensor sb = check_pixel_map(scale_beta, x, op, "scale_beta");
   const c10::cuda::CUDAGuard guard(x.device());
-  const Tensor lab = sampled_labels(x, labels, weight, op);
+  const Tensor lab = class_modulate_labels(x, labels, weight, op);  // under the device guard
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), L = weight.size(0);
   const Tensor xc = x.contiguous(), mc = mean.contiguous(), rc = rstd.contiguous();
   const Tensor wc = weight.contiguous(), bc = bias.contiguous();
@@ -304,15 +280,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> class_modulat
     const Tensor& weight, const Tensor& bias, const std::optional<Tensor>& scale_gamma,
     const std::optional<Tensor>& scale_beta, double offset) {
   constexpr const char* op = "class_modulate_backward";
-  check_args(x, mean, rstd, labels, weight, bias, op);
-  check_defined(grad_y, op, "grad_y");
-  check_same_device(x, grad_y, op, "x", "grad_y");
-  check_shape(grad_y, x.sizes(), op, "grad_y");
-  check_dtype(grad_y, x.scalar_type(), op, "grad_y");
+  check_class_modulate_args(x, mean, rstd, labels, weight, bias, op);
+  check_class_modulate_grad(grad_y, x, op);
   const Tensor sg = check_pixel_map(scale_gamma, x, op, "scale_gamma");
   const Tensor sb = check_pixel_map(scale_beta, x, op, "scale_beta");
   const c10::cuda::CUDAGuard guard(x.device());
-  const Tensor lab = sampled_labels(x, labels, weight, op);
+  const Tensor lab = class_modulate_labels(x, labels, weight, op);  // under the device guard
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), L = weight.size(0);
   const Tensor xc = x.contiguous(), dyc = grad_y.contiguous(), mc = mean.contiguous(), rc = rstd.contiguous();
   const Tensor wc = weight.contiguous(), bc = bias.contiguous();

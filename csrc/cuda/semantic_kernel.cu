@@ -24,6 +24,7 @@
 //   split for parallelism); k varies fastest across blocks so grad_y stays in L2 across the K blocks.
 // No floating-point atomics anywhere: results are bitwise reproducible, deterministic mode included.
 // Inputs are made contiguous like the CPU kernels do (channels_last is copied once).
+#include "../checks/semantic_checks.h"
 #include "common.cuh"
 
 #include <ATen/ops/empty.h>
@@ -33,39 +34,6 @@
 namespace semnorm {
 namespace cuda {
 namespace {
-
-// ---- checks (the CPU kernel's, same messages)
-
-void check_semantic_inputs(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& vectors,
-                           const Tensor& bank, const char* op) {
-  check_activation(x, op);
-  check_stats(x, mean, rstd, op);
-  check_float(vectors, op, "vectors");
-  check_same_device(x, vectors, op, "x", "vectors");
-  check_dim(vectors, 4, op, "vectors");
-  check_nonempty(vectors, op, "vectors");
-  const int64_t K = vectors.size(1);
-  check_shape(vectors, {x.size(0), K, x.size(2), x.size(3)}, op, "vectors");
-  check_dtype(vectors, x.scalar_type(), op, "vectors");
-  check_float(bank, op, "bank");
-  check_same_device(x, bank, op, "x", "bank");
-  check_dim(bank, 2, op, "bank");
-  check_shape(bank, {K, 2 * x.size(1)}, op, "bank");
-  check_dtype(bank, opmath_dtype(x.scalar_type()), op, "bank");
-}
-
-void check_combine_inputs(const Tensor& vectors, const Tensor& candidates, const char* op) {
-  check_float(vectors, op, "vectors");
-  check_dim(vectors, 4, op, "vectors");
-  check_nonempty(vectors, op, "vectors");
-  check_float(candidates, op, "candidates");
-  check_same_device(vectors, candidates, op, "vectors", "candidates");
-  check_dim(candidates, 5, op, "candidates");
-  check_nonempty(candidates, op, "candidates");
-  const int64_t N = vectors.size(0), K = vectors.size(1), H = vectors.size(2), W = vectors.size(3);
-  check_shape(candidates, {N, K, candidates.size(2), H, W}, op, "candidates");
-  check_dtype(candidates, vectors.scalar_type(), op, "candidates");
-}
 
 // ---- shared pieces
 
@@ -489,11 +457,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> semantic_modulate_backward_cu
     const Tensor& grad_y, const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& vectors,
     const Tensor& bank, double offset) {
   constexpr const char* op = "semantic_modulate_backward";
-  check_semantic_inputs(x, mean, rstd, vectors, bank, op);
-  check_float(grad_y, op, "grad_y");
-  check_same_device(x, grad_y, op, "x", "grad_y");
-  check_shape(grad_y, x.sizes(), op, "grad_y");
-  check_dtype(grad_y, x.scalar_type(), op, "grad_y");
+  check_semantic_backward_inputs(grad_y, x, mean, rstd, vectors, bank, op);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), K = vectors.size(1);
   const Tensor dc = grad_y.contiguous(), xc = x.contiguous(), vc = vectors.contiguous(), bc = bank.contiguous();
@@ -661,13 +625,9 @@ Tensor candidate_combine_cuda(const Tensor& vectors, const Tensor& candidates) {
 std::tuple<Tensor, Tensor> candidate_combine_backward_cuda(const Tensor& grad_y, const Tensor& vectors,
                                                            const Tensor& candidates) {
   constexpr const char* op = "candidate_combine_backward";
-  check_combine_inputs(vectors, candidates, op);
+  check_combine_backward_inputs(grad_y, vectors, candidates, op);
   const int64_t N = vectors.size(0), K = vectors.size(1), C = candidates.size(2);
   const int64_t H = vectors.size(2), W = vectors.size(3), HW = H * W;
-  check_float(grad_y, op, "grad_y");
-  check_same_device(vectors, grad_y, op, "vectors", "grad_y");
-  check_shape(grad_y, {N, C, H, W}, op, "grad_y");
-  check_dtype(grad_y, vectors.scalar_type(), op, "grad_y");
   const c10::cuda::CUDAGuard guard(vectors.device());
   const Tensor dc = grad_y.contiguous(), vc = vectors.contiguous(), cc = candidates.contiguous();
   Tensor gv = at::empty(vectors.sizes(), vectors.options().memory_format(at::MemoryFormat::Contiguous));
