@@ -16,6 +16,13 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def skip_reason(provider: str, device) -> str | None:
+    """Why a provider is not timed on a device (None: it is)."""
+    if provider == "triton" and device.type != "cuda":
+        return "Triton kernels are timed on CUDA tensors only (on the CPU they run under the interpreter, a test tool)"
+    return None
+
+
 def devices():
     out = [torch.device("cpu")]
     if torch.cuda.is_available():

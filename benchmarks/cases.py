@@ -3,7 +3,8 @@ compute each op, and the bytes its minimal algorithm must move.
 
 Providers: ``published`` (the eager style of the published code, benchmarks/published.py),
 ``reference`` (semnorm's vectorized eager reference), ``compiled`` (that reference under
-``torch.compile``) and ``native`` (semnorm's compiled kernels for the tensors' device).
+``torch.compile``), ``native`` (semnorm's C++ kernels on the CPU, CUDA kernels on a GPU) and
+``triton`` (semnorm's Triton kernels; timed on CUDA tensors only).
 """
 
 from __future__ import annotations
@@ -52,9 +53,10 @@ def _with_impl(fn, impl):
 
 
 def _ops(fn) -> dict[str, Run]:
-    """Reference, compiled reference and native providers of a functional call ``fn(inputs, impl)``."""
+    """Reference, compiled reference, native and Triton providers of a functional call ``fn(inputs, impl)``."""
     compiled = torch.compile(lambda a: fn(a, "reference"), dynamic=False)
-    return {"reference": _with_impl(fn, "reference"), "compiled": compiled, "native": _with_impl(fn, "native")}
+    return {"reference": _with_impl(fn, "reference"), "compiled": compiled, "native": _with_impl(fn, "native"),
+            "triton": _with_impl(fn, "triton")}
 
 
 def _norm(a, impl):
@@ -155,6 +157,7 @@ CASES: list[OpCase] = [
            lambda small, device: {"labels": _labels(small, device, 151)},
            {"published": lambda a: (published.intra_class_positional(a["labels"]),),
             "reference": lambda a: (R.intra_class_positional(a["labels"]),),
-            "native": lambda a: (F.intra_class_positional(a["labels"], impl="native"),)},
+            "native": lambda a: (F.intra_class_positional(a["labels"], impl="native"),),
+            "triton": lambda a: (F.intra_class_positional(a["labels"], impl="triton"),)},
            [], lambda a: _size(a["labels"]) + a["labels"].numel() * 8, compile_ok=False),
 ]

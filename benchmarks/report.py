@@ -21,7 +21,7 @@ import tempfile
 from collections import defaultdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PROVIDERS = ["published", "reference", "compiled", "native"]
+PROVIDERS = ["published", "reference", "compiled", "native", "triton"]
 
 
 def cpu_name() -> str:
@@ -88,13 +88,16 @@ def write_report(data: dict, device: str, out_dir: str, command: str) -> str:
         "- peak MiB: peak memory of one call above what was allocated before it (CPU: torch allocator events "
         "recorded by the profiler; CUDA: max_memory_allocated), published / native",
         "",
-        "| op | mode | published | reference | compiled | native | published / native | compiled / native | native GB/s | % of copy | peak MiB published / native |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    present = [p for p in PROVIDERS if any(p in by for by in rows.values())]
+    lines += ["| op | mode | " + " | ".join(present) + " | published / native | compiled / native | native GB/s | % of copy | "
+              "peak MiB published / native |", "|---|---|" + "---|" * (len(present) + 5)]
     for (op, mode), by in sorted(rows.items()):
+        if op.startswith("generator "):  # their own section below
+            continue
         med = {p: by[p]["stats"]["median"] * 1e3 for p in PROVIDERS if p in by}
         nat = med.get("native")
-        cells = [f"{med[p]:.2f}" if p in med else "-" for p in PROVIDERS]
+        cells = [f"{med[p]:.2f}" if p in med else "-" for p in present]
         ratio = lambda p: f"{med[p] / nat:.1f}x" if p in med and nat else "-"  # noqa: E731
         info = by.get("native", {}).get("extra_info", {})
         gbps = f"{info['gbps']:.1f}" if "gbps" in info else "-"
@@ -103,12 +106,104 @@ def write_report(data: dict, device: str, out_dir: str, command: str) -> str:
         peak = f"{mem['published']:.0f} / {mem['native']:.0f}" if len(mem) == 2 else "-"
         lines.append(f"| {op} | {mode} | " + " | ".join(cells) + f" | {ratio('published')} | {ratio('compiled')} | {gbps} | {pct} | {peak} |")
     lines += ["", "Shapes:", ""] + [f"- {op}: {shape}" for op, shape in sorted(shapes.items())]
+    lines += _generator_section(rows) + _targets_section(rows)
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, device if device == "cpu" else slug(name))
     with open(base + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     _plot(rows, base + ".png", name)
     return base + ".md"
+
+
+#: CLADE paper, Table 2 (one CPU thread, Xeon Gold 6148) and Table 1 (GPU), ADE20K generators at
+#: 256 x 256, inference: SPADE and CLADE runtimes in seconds
+PAPER_RUNTIME = {"cpu": (4.104, 1.710, "Table 2, one CPU thread"), "cuda": (0.042, 0.024, "Table 1, GPU")}
+
+
+def _median(rows, op, mode, provider):
+    bench = rows.get((op, mode), {}).get(provider)
+    return bench["stats"]["median"] if bench else None
+
+
+def _ratio(rows, op, mode, slow="published", fast="native"):
+    a, b = _median(rows, op, mode, slow), _median(rows, op, mode, fast)
+    return a / b if a and b else None
+
+
+def _peak_ratio(rows, op, mode):
+    by = rows.get((op, mode), {})
+    try:
+        return by["native"]["extra_info"]["peak_bytes"] / by["published"]["extra_info"]["peak_bytes"]
+    except (KeyError, ZeroDivisionError):
+        return None
+
+
+def _generator_section(rows) -> list[str]:
+    keys = sorted(k for k in rows if k[0].startswith("generator "))
+    if not keys:
+        return []
+    lines = ["", "## Whole generators", "",
+             "Median of 3 rounds after 1 warm-up. Published layers: the same network with every SPADE / CLADE / SEAN "
+             "layer, label conv and style pooling run the published eager way (benchmarks/published.py), the one-hot "
+             "map built once per step; reference: semnorm's pure-PyTorch ops.", "",
+             "| generator | mode | published layers (ms) | reference (ms) | semnorm (ms) | published / semnorm | "
+             "peak MiB published / semnorm |", "|---|---|---|---|---|---|---|"]
+    for op, mode in keys:
+        med = {p: _median(rows, op, mode, p) for p in ("published", "reference", "native")}
+        cells = [f"{med[p] * 1e3:.0f}" if med[p] else "-" for p in ("published", "reference", "native")]
+        ratio = _ratio(rows, op, mode)
+        by = rows[(op, mode)]
+        mem = [by[p]["extra_info"].get("peak_bytes") if p in by else None for p in ("published", "native")]
+        peak = f"{mem[0] / 2**20:.0f} / {mem[1] / 2**20:.0f}" if all(mem) else "-"
+        lines.append(f"| {op[len('generator '):]} | {mode} | " + " | ".join(cells)
+                     + f" | {f'{ratio:.2f}x' if ratio else '-'} | {peak} |")
+    device = next(iter(next(iter(rows.values())).values()))["extra_info"]["device"]
+    spade, clade, source = PAPER_RUNTIME.get(device, PAPER_RUNTIME["cpu"])
+    for mode in sorted({m for _, m in keys}):
+        parts = []
+        for provider, name in (("published", "published layers"), ("native", "semnorm layers")):
+            a, b = _median(rows, "generator SPADE", mode, provider), _median(rows, "generator CLADE", mode, provider)
+            if a and b:
+                parts.append(f"{name} {a / b:.2f}")
+        if parts:
+            lines += ["", f"SPADE / CLADE generator runtime ({mode}): " + ", ".join(parts)
+                      + f"; CLADE paper ({source}, inference at 256 x 256): {spade / clade:.2f}"]
+    return lines
+
+
+#: SPEC section 6 targets checked from the rows: (what, op, mode, kind, threshold); kind "speedup"
+#: (published / native >= threshold), "compiled" (compiled / native > 1), "peak" (native / published
+#: peak memory <= threshold), "generator" (published / native > 1)
+TARGETS = [
+    ("CLADE layer vs published", "layer CLADE", "forward+backward", "speedup", 10),
+    ("SPADE layer vs published", "layer SPADE", "forward+backward", "speedup", 3),
+    ("SEAN layer vs published", "layer SEAN", "forward+backward", "speedup", 5),
+    ("SCN layer vs published", "layer SCN", "forward+backward", "speedup", 3),
+    *[(f"{name} layer faster than torch.compile", f"layer {name}", "forward+backward", "compiled", 1)
+      for name in ("CLADE", "SPADE", "SEAN", "SCN")],
+    *[(f"{op} vs the per-region loop ({mode})", op, mode, "speedup", 50)
+      for op in ("region_pool", "region_broadcast") for mode in ("forward", "forward+backward")],
+    *[(f"{name} layer peak training memory <= 1/2 of published", f"layer {name}", "forward+backward", "peak", 0.5)
+      for name in ("CLADE", "SPADE", "SEAN", "SCN")],
+    *[(f"{name} generator training step faster than with published layers", f"generator {name}", "training step",
+       "generator", 1) for name in ("SPADE", "CLADE", "SEAN")],
+]
+
+
+def _targets_section(rows) -> list[str]:
+    lines = ["", "## SPEC section 6 targets in this run", "", "| target | measured | met |", "|---|---|---|"]
+    for what, op, mode, kind, threshold in TARGETS:
+        if kind == "peak":
+            value = _peak_ratio(rows, op, mode)
+            measured, met = (f"{value:.2f}", value <= threshold) if value else (None, None)
+        else:
+            value = _ratio(rows, op, mode, "compiled" if kind == "compiled" else "published")
+            goal = f">= {threshold}x" if kind == "speedup" else "> 1x"
+            measured = f"{value:.1f}x (goal {goal})" if value else None
+            met = (value >= threshold if kind == "speedup" else value > threshold) if value else None
+        if measured is not None:
+            lines.append(f"| {what} | {measured} | {'yes' if met else '**no**'} |")
+    return lines if len(lines) > 5 else []
 
 
 def _plot(rows, path: str, title: str) -> None:
@@ -120,10 +215,11 @@ def _plot(rows, path: str, title: str) -> None:
     except ImportError:
         print("matplotlib not installed: no plot written")
         return
-    keys = sorted(k for k in rows if k[1] == "forward+backward") or sorted(rows)
+    keys = sorted(k for k in rows if k[1] in ("forward+backward", "training step")) or sorted(rows)
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(keys) + 2))
-    height = 0.8 / len(PROVIDERS)
-    for i, p in enumerate(PROVIDERS):
+    providers = [p for p in PROVIDERS if any(p in rows[k] for k in keys)]
+    height = 0.8 / len(providers)
+    for i, p in enumerate(providers):
         vals = [rows[k][p]["stats"]["median"] * 1e3 if p in rows[k] else 0 for k in keys]
         ax.barh([j + i * height for j in range(len(keys))], vals, height=height, label=p)
     ax.set_yticks([j + 0.4 - height / 2 for j in range(len(keys))])

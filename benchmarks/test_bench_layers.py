@@ -1,11 +1,12 @@
 """Whole layers, forward+backward in training mode: semnorm's layer against the published eager
-formulation on the same parameters (and its torch.compile), at the SPEC section 6 shapes."""
+formulation on the same parameters (and its torch.compile), at the SPEC section 6 shapes, on every
+device (the CPU, and CUDA when a GPU is present, where semnorm's Triton kernels are timed too)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from bench_env import SMALL, THREADS, peak_memory, sync
+from bench_env import SMALL, THREADS, devices, peak_memory, skip_reason, sync
 
 import published
 from semnorm import CLADE, SCN, SEAN, SPADE
@@ -37,13 +38,19 @@ def _setting(name):
     return layer, (x, labels, style, noise), (x, seg, style, noise), published.sean_layer
 
 
-@pytest.mark.parametrize("provider", ["published", "compiled", "semnorm"])
+@pytest.mark.parametrize("device", devices(), ids=lambda d: d.type)
+@pytest.mark.parametrize("provider", ["published", "compiled", "native", "triton"])
 @pytest.mark.parametrize("name", ["SPADE", "CLADE", "SEAN", "SCN"])
-def test_layer(benchmark, name, provider):
+def test_layer(benchmark, name, provider, device):
+    if skip_reason(provider, device):
+        pytest.skip(skip_reason(provider, device))
     torch.manual_seed(0)
     layer, ours, theirs, eager = _setting(name)
-    layer.train()
-    if provider == "semnorm":
+    layer.train().to(device)
+    ours, theirs = [tuple(t.to(device) for t in args) for args in (ours, theirs)]
+    if provider in ("native", "triton"):
+        layer.impl = provider
+
         def call(x, *rest):
             if name == "SEAN":
                 return layer(x, rest[0], rest[1], noise=rest[2])
@@ -62,9 +69,9 @@ def test_layer(benchmark, name, provider):
         out.backward(torch.ones_like(out))
         sync(a[0].device)
 
-    benchmark.group = f"layer {name} forward+backward cpu"
-    benchmark.extra_info.update(op=f"layer {name}", provider={"semnorm": "native"}.get(provider, provider),
-                                mode="forward+backward", device="cpu", threads=THREADS, small=SMALL,
+    benchmark.group = f"layer {name} forward+backward {device.type}"
+    benchmark.extra_info.update(op=f"layer {name}", provider=provider,
+                                mode="forward+backward", device=device.type, threads=THREADS, small=SMALL,
                                 shape=f"x {tuple(ours[0].shape)}, {'vectors' if name == 'SCN' else 'labels'} {tuple(ours[1].shape)}")
     benchmark.pedantic(step, setup=setup, rounds=5, warmup_rounds=1, iterations=1)
     (a,), _ = setup()

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 from cases import CASES
-from bench_env import SMALL, THREADS, devices, peak_memory, sync
+from bench_env import SMALL, THREADS, devices, peak_memory, skip_reason, sync
 
-PROVIDERS = ["published", "reference", "compiled", "native"]
+PROVIDERS = ["published", "reference", "compiled", "native", "triton"]
 
 
 def _leaves(inputs, names):
@@ -26,6 +26,8 @@ def _leaves(inputs, names):
 def test_op(benchmark, copy_bandwidth, case, provider, mode, device):
     if provider not in case.providers:
         pytest.skip(f"{case.name} has no {provider} provider (not differentiable or not compilable)")
+    if skip_reason(provider, device):
+        pytest.skip(skip_reason(provider, device))
     if mode == "forward+backward" and not case.grad:
         pytest.skip(f"{case.name} is not differentiable")
     torch.manual_seed(0)

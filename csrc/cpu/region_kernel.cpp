@@ -1,5 +1,6 @@
 // Region pool and region broadcast on the CPU: the segmented scatter-add and the gather at the heart
 // of the label-indexed family. They are each other's adjoint, so each one's backward is the other.
+#include "checks/region_checks.h"
 #include "common.h"
 #include "cpu/label_runs.h"
 
@@ -78,12 +79,8 @@ std::tuple<Tensor, Tensor> region_pool_cpu(const Tensor& x, const Tensor& labels
 
 Tensor region_broadcast_cpu(const Tensor& codes, const Tensor& labels, c10::SymInt height, c10::SymInt width) {
   constexpr const char* op = "region_broadcast";
-  check_float(codes, op, "codes");
-  check_dim(codes, 3, op, "codes");
-  check_nonempty(codes, op, "codes");
-  check_same_device(codes, labels, op, "codes", "labels");
-  const int64_t H = height.expect_int(), W = width.expect_int();
-  TORCH_CHECK(H > 0 && W > 0, "semnorm.", op, ": height and width must be positive, got ", H, " x ", W);
+  const std::pair<int64_t, int64_t> size = check_region_broadcast(codes, labels, height, width, op);
+  const int64_t H = size.first, W = size.second;
   const int64_t N = codes.size(0), L = codes.size(1), C = codes.size(2);
   const Tensor lab = sample_labels(labels, N, H, W, L, op);
   const Tensor cc = codes.contiguous();

@@ -12,6 +12,7 @@
 // region_broadcast: a gather; one block per (n, c) plane chunk stages the column codes[n, :, c] in
 // shared memory (read in place when L is too large) and writes kVec pixels per thread as one vector.
 // Inputs are made contiguous (channels_last x is copied to NCHW first, like the CPU kernel).
+#include "../checks/region_checks.h"
 #include "label_index.cuh"
 
 #include <ATen/ops/empty.h>
@@ -155,12 +156,8 @@ std::tuple<Tensor, Tensor> region_pool_cuda(const Tensor& x, const Tensor& label
 
 Tensor region_broadcast_cuda(const Tensor& codes, const Tensor& labels, c10::SymInt height, c10::SymInt width) {
   constexpr const char* op = "region_broadcast";
-  check_float(codes, op, "codes");
-  check_dim(codes, 3, op, "codes");
-  check_nonempty(codes, op, "codes");
-  check_same_device(codes, labels, op, "codes", "labels");
-  const int64_t H = height.expect_int(), W = width.expect_int();
-  TORCH_CHECK(H > 0 && W > 0, "semnorm.", op, ": height and width must be positive, got ", H, " x ", W);
+  const std::pair<int64_t, int64_t> size = check_region_broadcast(codes, labels, height, width, op);
+  const int64_t H = size.first, W = size.second;
   const c10::cuda::CUDAGuard guard(codes.device());
   const int64_t N = codes.size(0), L = codes.size(1), C = codes.size(2), HW = H * W;
   const Tensor lab = sample_labels(labels, N, H, W, L, op);

@@ -33,7 +33,7 @@ class SPADE(nn.Module):
     pixel is also a boundary pixel when any edge value in its window is nonzero, and boundary pixels
     are not deduplicated (edge values are floats). ``fast="auto"`` takes the fast path when Q is at
     most ``fast_threshold`` times the pixel count (natural masks: about 0.12 at 64 x 64, 0.04 at
-    128 x 128), and never while being traced by torch.compile (its graphs cannot branch on data);
+    128 x 128; measured break-even about 0.4), and never while being traced by torch.compile (its graphs cannot branch on data);
     "always"/"never" force it. Outputs and gradients equal the dense path to float rounding.
 
     Args:
@@ -52,7 +52,7 @@ class SPADE(nn.Module):
 
     def __init__(self, num_features: int, label_nc: int, norm: str = "batch", kernel_size: int = 3,
                  hidden: int = 128, edge: bool = False, impl: str | None = None, fast: str = "auto",
-                 fast_threshold: float = 0.5) -> None:
+                 fast_threshold: float = 0.35) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"semnorm.SPADE: kernel_size must be odd, got {kernel_size}")
