@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import statistics
+import time
 
 import torch
 
@@ -14,6 +16,29 @@ torch.set_num_threads(THREADS)
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def median_seconds(fn, device, repeats: int = 11) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls, synchronizing the device around each."""
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def fresh_output_seconds(outputs, device) -> float:
+    """Time to allocate and fill tensors shaped like ``outputs``: the floor of an op that returns them.
+
+    Measured where the op ran (same process, same allocator state): on the CPU a large allocation
+    may come fresh from the OS, and its first-touch page faults then cost far more than the writes.
+    """
+    specs = [(o.shape, o.dtype) for o in outputs]
+    return median_seconds(lambda: [torch.empty(shape, dtype=dtype, device=device).fill_(1) for shape, dtype in specs],
+                          device, repeats=5)
 
 
 def skip_reason(provider: str, device) -> str | None:

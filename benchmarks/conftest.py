@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from bench_env import SMALL, THREADS, devices, sync  # noqa: E402
+from bench_env import SMALL, THREADS, devices, median_seconds  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,14 +26,7 @@ def copy_bandwidth():
     for device in devices():
         src = torch.randn(16 * 2**20, device=device)  # 64 MiB
         dst = torch.empty_like(src)
-        times = []
-        for _ in range(11):
-            sync(device)
-            t0 = time.perf_counter()
-            dst.copy_(src)
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        result[device.type] = 2 * src.numel() * 4 / statistics.median(times)
+        result[device.type] = 2 * src.numel() * 4 / median_seconds(lambda: dst.copy_(src), device)
     return result
 
 

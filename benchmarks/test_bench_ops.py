@@ -1,8 +1,9 @@
 """Every op, forward and forward+backward, for every provider: ``pytest benchmarks``.
 
 Each result records, besides the times, the peak memory of one call (bench_env.peak_memory) and, for
-the forward, the bytes the minimal algorithm must move, the achieved GB/s and its share of the copy
-bandwidth measured in the same run.
+the forward, the bytes the minimal algorithm must move, the achieved GB/s, its share of the copy
+bandwidth measured in the same run, and the time that allocating and filling tensors shaped like its
+outputs takes there (the floor of an op that returns a large tensor).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from cases import CASES
-from bench_env import SMALL, THREADS, devices, peak_memory, skip_reason, sync
+from bench_env import SMALL, THREADS, devices, fresh_output_seconds, peak_memory, skip_reason, sync
 
 PROVIDERS = ["published", "reference", "compiled", "native", "triton"]
 
@@ -54,5 +55,9 @@ def test_op(benchmark, copy_bandwidth, case, provider, mode, device):
     if mode == "forward" and benchmark.stats is not None:
         seconds = benchmark.stats.stats.median
         nbytes = case.nbytes(inputs)
+        outs = run(inputs)
         benchmark.extra_info.update(bytes=nbytes, gbps=nbytes / seconds / 1e9,
-                                    pct_copy=100 * nbytes / seconds / copy_bandwidth[device.type])
+                                    pct_copy=100 * nbytes / seconds / copy_bandwidth[device.type],
+                                    out_bytes=sum(o.numel() * o.element_size() for o in outs),
+                                    fresh_output_floor=fresh_output_seconds(outs, device),
+                                    copy_bandwidth=copy_bandwidth[device.type])
