@@ -309,8 +309,7 @@ void modulate_backward_plane(const scalar_t* __restrict__ dyp, const scalar_t* _
       sbg += dxhat * (g1 - g2);
       sbb += d * (static_cast<acc>(bp[p]) - static_cast<acc>(b2p[p]));
     } else {
-      ggp[p] = static_cast<scalar_t>(dxhat);
-      gbp[p] = dyp[p];
+      ggp[p] = static_cast<scalar_t>(dxhat);  // grad_beta is grad_y itself: not written (semnorm/ops/stats.py)
     }
     if constexpr (NOISE) sns += gx * zp[p];
   }
@@ -400,7 +399,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
   const auto xopts = x.options();
   const auto opts = xopts.dtype(opmath_dtype(x.scalar_type()));
   Tensor gx = at::empty(x.sizes(), xopts), gmean = at::empty({N, C}, opts), grstd = at::empty({N, C}, opts);
-  Tensor ggamma = at::empty(x.sizes(), xopts), gbeta = at::empty(x.sizes(), xopts);
+  // without a blend grad_beta equals grad_y: an empty output, and the autograd formula passes grad_y on
+  Tensor ggamma = at::empty(x.sizes(), xopts), gbeta = has_blend ? at::empty(x.sizes(), xopts) : at::empty({0}, xopts);
   Tensor ggamma2 = has_blend ? at::empty(x.sizes(), xopts) : at::empty({0}, xopts);
   Tensor gbeta2 = has_blend ? at::empty(x.sizes(), xopts) : at::empty({0}, xopts);
   Tensor gblend = at::empty({has_blend ? 2 : 0}, opts), gscale = at::empty({has_noise ? C : 0}, opts);
@@ -413,7 +413,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
     G.mean = gmean.data_ptr<acc>();
     G.rstd = grstd.data_ptr<acc>();
     G.gamma = ggamma.data_ptr<scalar_t>();
-    G.beta = gbeta.data_ptr<scalar_t>();
+    G.beta = has_blend ? gbeta.data_ptr<scalar_t>() : nullptr;
     G.gamma2 = has_blend ? ggamma2.data_ptr<scalar_t>() : nullptr;
     G.beta2 = has_blend ? gbeta2.data_ptr<scalar_t>() : nullptr;
     G.partial = partial.data_ptr<acc>();

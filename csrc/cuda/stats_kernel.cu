@@ -447,15 +447,14 @@ __global__ void modulate_backward_kernel(const scalar_t* __restrict__ dy, const 
         sbg += dxhat * (g1 - g2);
         sbb += d * (static_cast<acc>(bv[j]) - static_cast<acc>(b2v[j]));
       } else {
-        og[j] = static_cast<scalar_t>(dxhat);
-        ob[j] = dv[j];
+        og[j] = static_cast<scalar_t>(dxhat);  // grad_beta is grad_y itself: not written
       }
       if constexpr (NOISE) sns += gxv * z[j];
     }
     store_vec<VEC>(G.x + q, ox);
     store_vec<VEC>(G.gamma + q, og);
-    store_vec<VEC>(G.beta + q, ob);
     if constexpr (BLEND) {
+      store_vec<VEC>(G.beta + q, ob);
       store_vec<VEC>(G.gamma2 + q, og2);
       store_vec<VEC>(G.beta2 + q, ob2);
     }
@@ -555,7 +554,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
   const auto xopts = x.options().memory_format(at::MemoryFormat::Contiguous);
   const auto opts = x.options().dtype(opmath_dtype(x.scalar_type()));
   Tensor gx = at::empty(x.sizes(), xopts), gmean = at::empty({N, C}, opts), grstd = at::empty({N, C}, opts);
-  Tensor ggamma = at::empty(x.sizes(), xopts), gbeta = at::empty(x.sizes(), xopts);
+  // without a blend grad_beta equals grad_y: an empty output, and the autograd formula passes grad_y on
+  Tensor ggamma = at::empty(x.sizes(), xopts), gbeta = has_blend ? at::empty(x.sizes(), xopts) : at::empty({0}, xopts);
   Tensor ggamma2 = has_blend ? at::empty(x.sizes(), xopts) : at::empty({0}, xopts);
   Tensor gbeta2 = has_blend ? at::empty(x.sizes(), xopts) : at::empty({0}, xopts);
   Tensor gblend = at::empty({has_blend ? 2 : 0}, opts), gscale = at::empty({has_noise ? C : 0}, opts);
@@ -566,7 +566,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
     ModulateGrads<scalar_t> G;
     G.x = gx.data_ptr<scalar_t>();
     G.gamma = ggamma.data_ptr<scalar_t>();
-    G.beta = gbeta.data_ptr<scalar_t>();
+    G.beta = has_blend ? gbeta.data_ptr<scalar_t>() : nullptr;
     G.gamma2 = has_blend ? ggamma2.data_ptr<scalar_t>() : nullptr;
     G.beta2 = has_blend ? gbeta2.data_ptr<scalar_t>() : nullptr;
     const scalar_t* dp = dy.data_ptr<scalar_t>();

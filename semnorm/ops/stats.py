@@ -103,7 +103,7 @@ def _modulate_backward_fake(grad_y, x, mean, rstd, gamma, beta, gamma2, beta2, b
         x.new_empty((n, c), dtype=acc),
         x.new_empty((n, c), dtype=acc),
         dense(True),
-        dense(True),
+        dense(two),  # without a blend grad_beta is grad_y itself: empty
         dense(two),
         dense(two),
         x.new_empty((2 if two else 0,), dtype=acc),
@@ -112,17 +112,25 @@ def _modulate_backward_fake(grad_y, x, mean, rstd, gamma, beta, gamma2, beta2, b
 
 
 def _modulate_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:10])
+    saved = list(inputs[:10])
+    if saved[7] is None:  # no blend: the backward never reads beta, so it is not kept alive for it
+        saved[4] = None
+    ctx.save_for_backward(*saved)
     ctx.offset = inputs[10]
 
 
 def _modulate_backward(ops, ctx, grad_y):
     x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale = ctx.saved_tensors
+    two = blend is not None
+    if not two:
+        beta = gamma  # a stand-in of beta's shape and dtype: the kernels read beta only with a blend
+    grad_y = grad_y.contiguous()
     grads = ops.normalize_modulate_backward(
-        grad_y.contiguous(), x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, ctx.offset
+        grad_y, x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, ctx.offset
     )
     gx, gmean, grstd, ggamma, gbeta, ggamma2, gbeta2, gblend, gscale = grads
-    two = blend is not None
+    if not two:
+        gbeta = grad_y  # y = xhat * (offset + gamma) + beta: the kernels return grad_beta empty
     has_noise = noise is not None
     grad_noise = None
     if has_noise and ctx.needs_input_grad[8]:

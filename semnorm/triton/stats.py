@@ -341,9 +341,8 @@ def _modulate_backward_kernel(
         tl.store(gb2_ptr + idx, to_out((1.0 - bb) * d, out_ty), mask=mask)
         tl.store(partial_ptr + pbase + 2, tl.sum(dxhat * (g1 - g2), axis=0))
         tl.store(partial_ptr + pbase + 3, tl.sum(d * (b1 - b2), axis=0))
-    else:
+    else:  # grad_beta is grad_y itself: not written (semnorm/ops/stats.py)
         tl.store(gg_ptr + idx, to_out(dxhat, out_ty), mask=mask)
-        tl.store(gb_ptr + idx, to_out(d, out_ty), mask=mask)
     if NOISE:
         z = tl.load(noise_ptr + n * HW + offs, mask=mask, other=0.0).to(ACC)
         tl.store(partial_ptr + pbase + 4, tl.sum(gx * z, axis=0))
@@ -465,12 +464,14 @@ def normalize_modulate_backward(grad_y, x, mean, rstd, gamma, beta, gamma2, beta
     def dense(present):
         return torch.empty((n, c, h, w) if present else (0,), dtype=x.dtype, device=dev)
 
-    gx, ggamma, gbeta, ggamma2, gbeta2 = dense(True), dense(True), dense(True), dense(has_blend), dense(has_blend)
+    # without a blend grad_beta equals grad_y: an empty output, and the autograd formula passes grad_y on
+    gx, ggamma, gbeta, ggamma2, gbeta2 = dense(True), dense(True), dense(has_blend), dense(has_blend), dense(has_blend)
     partial = torch.zeros(n * c, nb, 5, dtype=acc, device=dev)
     _modulate_backward_kernel[(n * c, nb)](
         dy, xc, mean, rstd, gamma, beta, gamma2 if has_blend else xc, beta2 if has_blend else xc,
         blend if has_blend else mean, nz if has_noise else mean, ns if has_noise else mean,
-        gx, ggamma, gbeta, ggamma2 if has_blend else gx, gbeta2 if has_blend else gx, partial, c, hw, nb, float(offset),
+        gx, ggamma, gbeta if has_blend else gx, ggamma2 if has_blend else gx, gbeta2 if has_blend else gx, partial, c,
+        hw, nb, float(offset),
         BLEND=has_blend, NOISE=has_noise, ACC=acc_type(x.dtype), BLOCK=block, num_warps=num_warps(block),
     )
     sums = partial.sum(1)  # (N*C, 5), fixed order
