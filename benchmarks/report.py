@@ -226,15 +226,21 @@ def _limit(op, mode, kind, rows) -> str | None:
         return (f"region_pool's backward is a region_broadcast of the gradient into a fresh tensor the size of x, "
                 f"bound by the same allocation floor ({floor_ms:.2f} ms for {out_mib:.0f} MiB in this run); the forward alone is "
                 f"{_ratio(rows, op, 'forward'):.0f}x the published loop.")
-    if kind == "peak" and op in ("layer SPADE", "layer SEAN"):
-        return (f"{op[6:]}: gamma and beta are built densely ((N, C, H, W) each, by label_tap_gather / region_conv) and kept "
-                "for normalize_modulate's backward, with their gradients in the backward; a fused gather-modulate kernel "
-                "(gamma and beta gathered inside the modulate pass, never stored) would remove four such buffers. As in "
-                "every layer, the norm's two-op autograd chain also holds two gradients of x at once.")
+    if kind == "peak" and op == "layer SPADE":
+        return ("SPADE: the peak is in the backward of the gamma branch: y, grad_y, grad_x and the dense grad_gamma "
+                "((N, C, H, W) each; gamma is built by label_tap_gather and kept for normalize_modulate's backward) "
+                "plus the (C, k*k, Q) gradient of the tap table. beta is not kept and grad_beta is grad_y itself. A "
+                "fused gather-modulate kernel (gamma and beta gathered inside the modulate pass, dy * xhat and dy "
+                "scattered straight into the tables) would remove the dense gamma and grad_gamma.")
+    if kind == "peak" and op == "layer SEAN":
+        return ("SEAN: the blend keeps four dense maps (gamma_s and beta_s from region_conv, gamma_o and beta_o from "
+                "the inner SPADE) for normalize_modulate's backward, which writes their four gradients; a fused "
+                "gather-modulate kernel for both branches would remove them.")
     if kind == "peak":
-        return (f"{op[6:]}: the parameter-free norm is two ops under autograd (channel_moments, then the fused modulate), "
-                "so x receives two (N, C, H, W) gradients that exist together until autograd adds them; one backward "
-                "kernel computing the whole normalization gradient would write one.")
+        return (f"{op[6:]}: the peak is in channel_moments_backward: the parameter-free norm is two ops under autograd "
+                "(channel_moments, then the fused modulate), so x receives two (N, C, H, W) gradients that exist "
+                "together, beside y and grad_y, until autograd adds them; one backward kernel computing the whole "
+                "normalization gradient would write one.")
     if kind == "ratio":
         pub_clade, nat_clade = _ms(rows, "generator CLADE", mode, "published"), _ms(rows, "generator CLADE", mode, "native")
         return ("SPADE / CLADE runtime: semnorm's SPADE layers cost little (their modulation network runs as label "
@@ -274,7 +280,13 @@ def _targets_section(rows) -> list[str]:
     return lines
 
 
+#: the SPEC section 6 speed-up target of each row plotted, for the target markers
+_PLOT_TARGETS = {(op, mode): threshold for _, op, mode, kind, threshold in TARGETS if kind == "speedup"}
+
+
 def _plot(rows, path: str, title: str) -> None:
+    """Two panels: median times per provider (log scale), and the speed-up of semnorm over the published
+    formulation with the SPEC section 6 targets marked."""
     try:
         import matplotlib
 
@@ -284,20 +296,31 @@ def _plot(rows, path: str, title: str) -> None:
         print("matplotlib not installed: no plot written")
         return
     keys = sorted(k for k in rows if k[1] in ("forward+backward", "training step")) or sorted(rows)
-    fig, ax = plt.subplots(figsize=(10, 0.5 * len(keys) + 2))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(15, 0.5 * len(keys) + 2), sharey=True,
+                                 gridspec_kw={"width_ratios": [3, 2]})
     providers = [p for p in PROVIDERS if any(p in rows[k] for k in keys)]
     height = 0.8 / len(providers)
     for i, p in enumerate(providers):
-        vals = [rows[k][p]["stats"]["median"] * 1e3 if p in rows[k] else 0 for k in keys]
+        vals = [rows[k][p]["stats"]["median"] * 1e3 if p in rows[k] else float("nan") for k in keys]
         ax.barh([j + i * height for j in range(len(keys))], vals, height=height, label=p)
-    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(keys))])
+    centre = [j + 0.4 - height / 2 for j in range(len(keys))]
+    ax.set_yticks(centre)
     ax.set_yticklabels([f"{op} ({mode})" for op, mode in keys])
     ax.set_xscale("log")
     ax.set_xlabel("median time (ms, log scale)")
-    ax.set_title(f"semnorm ops on {title}")
-    ax.legend()
+    ax.legend(loc="lower right")
+    speedups = [(_ratio(rows, *k) or float("nan")) for k in keys]
+    bx.barh(centre, speedups, height=0.6, color="tab:red")
+    for y, k in zip(centre, keys):
+        if k in _PLOT_TARGETS:
+            bx.plot([_PLOT_TARGETS[k]] * 2, [y - 0.4, y + 0.4], color="black", linewidth=2)
+    bx.set_xscale("log")
+    bx.set_xlabel("published / semnorm (log scale); black: SPEC section 6 target")
+    bx.axvline(1.0, color="grey", linewidth=0.8)
+    fig.suptitle(f"semnorm on {title}: forward+backward and training steps, side by side in one run")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main() -> int:
