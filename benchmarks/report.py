@@ -1,7 +1,7 @@
 """Run the benchmark suite and write ``benchmarks/results/<device>.md`` (tables) and ``<device>.png``.
 
-    python benchmarks/report.py                 # runs pytest benchmarks, then writes the report
-    python benchmarks/report.py --json FILE     # report from an existing pytest-benchmark JSON
+    python benchmarks/report.py                 # runs pytest benchmarks (SPEC shapes, then small ones), writes the report
+    python benchmarks/report.py --json FILE     # report from an existing pytest-benchmark JSON (--small-json FILE too)
 
 The device name is the CPU model (or the GPU's name); torch and triton versions and the thread
 count go into the file. Ratios are medians measured side by side in the same run.
@@ -47,23 +47,46 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def run_suite(json_path: str, extra: list[str]) -> None:
+def run_suite(json_path: str, extra: list[str], small: bool = False) -> None:
     cmd = [sys.executable, "-m", "pytest", HERE, "-q", "-p", "no:logging", f"--benchmark-json={json_path}", *extra]
-    print("running:", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    env = dict(os.environ, SEMNORM_BENCH_SIZE="small") if small else None
+    print("running:", "SEMNORM_BENCH_SIZE=small" if small else "", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env=env)
 
 
-def write_report(data: dict, device: str, out_dir: str, command: str) -> str:
+def _collect(data: dict | None, device: str):
+    """(rows: (op, mode) -> provider -> benchmark, shapes: op -> shape) of one device."""
+    rows, shapes = defaultdict(dict), {}
+    for b in (data or {}).get("benchmarks", []):
+        info = b["extra_info"]
+        if info["device"] == device:
+            rows[(info["op"], info["mode"])][info["provider"]] = b
+            shapes[info["op"]] = info["shape"]
+    return rows, shapes
+
+
+def _small_section(rows, shapes) -> list[str]:
+    """The launch-bound small shapes, reported apart from the SPEC shapes."""
+    if not rows:
+        return []
+    present = [p for p in PROVIDERS if any(p in by for by in rows.values())]
+    lines = ["", "## Small shapes (launch-bound, reported apart)", "",
+             "Every op, layer and generator at the toy shapes of `SEMNORM_BENCH_SIZE=small` (fixed costs: dispatch, "
+             "argument checks, thread wake-ups), medians of the same rounds.", "",
+             "| op | mode | " + " | ".join(present) + " | published / native | compiled / native | shape |",
+             "|---|---|" + "---|" * (len(present) + 3)]
+    for (op, mode), by in sorted(rows.items()):
+        med = {p: by[p]["stats"]["median"] * 1e3 for p in present if p in by}
+        cells = [f"{med[p]:.2f}" if p in med else "-" for p in present]
+        ratios = [f"{_ratio(rows, op, mode, p) or 0:.1f}x" if _ratio(rows, op, mode, p) else "-" for p in ("published", "compiled")]
+        lines.append(f"| {op} | {mode} | " + " | ".join(cells) + " | " + " | ".join(ratios) + f" | {shapes.get(op, '')} |")
+    return lines
+
+
+def write_report(data: dict, device: str, out_dir: str, command: str, small: dict | None = None) -> str:
     import torch
 
-    rows = defaultdict(dict)  # (op, mode) -> provider -> bench
-    shapes = {}
-    for b in data["benchmarks"]:
-        info = b["extra_info"]
-        if info["device"] != device:
-            continue
-        rows[(info["op"], info["mode"])][info["provider"]] = b
-        shapes[info["op"]] = info["shape"]
+    rows, shapes = _collect(data, device)
     if not rows:
         return ""
     name = device_name(device)
@@ -81,7 +104,8 @@ def write_report(data: dict, device: str, out_dir: str, command: str) -> str:
         f"CUDA {torch.version.cuda}; threads {threads}",
         f"- date: {data.get('datetime', '')}; command: `{command}`",
         "- times: median (ms) of 5 rounds after 1 warm-up, forward or forward+backward (gradients to every float "
-        "input); ratio = provider / native, side by side in one run",
+        "input), with the interquartile range of the native rounds as its spread; ratio = provider / native, side "
+        "by side in one run",
         "- GB/s and % copy: bytes the minimal forward algorithm must move / native forward time, against a "
         "64 MiB copy measured in the same run",
         "",
@@ -97,8 +121,9 @@ def write_report(data: dict, device: str, out_dir: str, command: str) -> str:
                   "right after the op (a large CPU allocation may come fresh from the OS, and its first-touch page "
                   "faults then cost more than the writes)", ""]
     present = [p for p in PROVIDERS if any(p in by for by in rows.values())]
-    lines += ["| op | mode | " + " | ".join(present) + " | published / native | compiled / native | native GB/s | % of copy | "
-              "fresh-output floor (ms) | peak MiB published / native |", "|---|---|" + "---|" * (len(present) + 6)]
+    lines += ["| op | mode | " + " | ".join(present) + " | native IQR (ms) | published / native | compiled / native | "
+              "native GB/s | % of copy | fresh-output floor (ms) | peak MiB published / native |",
+              "|---|---|" + "---|" * (len(present) + 7)]
     for (op, mode), by in sorted(rows.items()):
         if op.startswith("generator "):  # their own section below
             continue
@@ -110,11 +135,13 @@ def write_report(data: dict, device: str, out_dir: str, command: str) -> str:
         gbps = f"{info['gbps']:.1f}" if "gbps" in info else "-"
         pct = f"{info['pct_copy']:.0f}%" if "pct_copy" in info else "-"
         floor = f"{info['fresh_output_floor'] * 1e3:.2f}" if "fresh_output_floor" in info else "-"
+        iqr = f"{by['native']['stats']['iqr'] * 1e3:.2f}" if "native" in by else "-"
         mem = {p: by[p]["extra_info"]["peak_bytes"] / 2**20 for p in ("published", "native") if "peak_bytes" in by.get(p, {}).get("extra_info", {})}
         peak = f"{mem['published']:.0f} / {mem['native']:.0f}" if len(mem) == 2 else "-"
-        lines.append(f"| {op} | {mode} | " + " | ".join(cells) + f" | {ratio('published')} | {ratio('compiled')} | {gbps} | {pct} | {floor} | {peak} |")
+        lines.append(f"| {op} | {mode} | " + " | ".join(cells) + f" | {iqr} | {ratio('published')} | {ratio('compiled')} | {gbps} | "
+                     f"{pct} | {floor} | {peak} |")
     lines += ["", "Shapes:", ""] + [f"- {op}: {shape}" for op, shape in sorted(shapes.items())]
-    lines += _generator_section(rows) + _targets_section(rows)
+    lines += _generator_section(rows) + _targets_section(rows) + _small_section(*_collect(small, device))
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, device if device == "cpu" else slug(name))
     with open(base + ".md", "w") as f:
@@ -326,18 +353,28 @@ def _plot(rows, path: str, title: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="existing pytest-benchmark JSON (skip running the suite)")
+    parser.add_argument("--small-json", help="existing JSON of a SEMNORM_BENCH_SIZE=small run (skip running it)")
+    parser.add_argument("--no-small", action="store_true", help="leave out the small-shape run")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (e.g. -k class_modulate)")
     args = parser.parse_args()
-    path = args.json
+    tmp = tempfile.mkdtemp()
+    path, small_path = args.json, args.small_json
     if path is None:
-        path = os.path.join(tempfile.mkdtemp(), "bench.json")
+        path = os.path.join(tmp, "bench.json")
         run_suite(path, args.pytest_args)
+    if small_path is None and not args.no_small and args.json is None:
+        small_path = os.path.join(tmp, "bench-small.json")
+        run_suite(small_path, args.pytest_args, small=True)
     with open(path) as f:
         data = json.load(f)
+    small = None
+    if small_path:
+        with open(small_path) as f:
+            small = json.load(f)
     command = shlex.join(["python", "benchmarks/report.py", *args.pytest_args])
     for device in sorted({b["extra_info"]["device"] for b in data["benchmarks"]}):
-        written = write_report(data, device, args.out, command)
+        written = write_report(data, device, args.out, command, small)
         if written:
             print("wrote", written)
     return 0
