@@ -78,7 +78,7 @@ def _small_section(rows, shapes) -> list[str]:
     for (op, mode), by in sorted(rows.items()):
         med = {p: by[p]["stats"]["median"] * 1e3 for p in present if p in by}
         cells = [f"{med[p]:.2f}" if p in med else "-" for p in present]
-        ratios = [f"{_ratio(rows, op, mode, p) or 0:.1f}x" if _ratio(rows, op, mode, p) else "-" for p in ("published", "compiled")]
+        ratios = [_ratio_cell(rows, op, mode, p) for p in ("published", "compiled")]
         lines.append(f"| {op} | {mode} | " + " | ".join(cells) + " | " + " | ".join(ratios) + f" | {shapes.get(op, '')} |")
     return lines
 
@@ -128,18 +128,14 @@ def write_report(data: dict, device: str, out_dir: str, command: str, small: dic
         if op.startswith("generator "):  # their own section below
             continue
         med = {p: by[p]["stats"]["median"] * 1e3 for p in PROVIDERS if p in by}
-        nat = med.get("native")
         cells = [f"{med[p]:.2f}" if p in med else "-" for p in present]
-        ratio = lambda p: f"{med[p] / nat:.1f}x" if p in med and nat else "-"  # noqa: E731
         info = by.get("native", {}).get("extra_info", {})
         gbps = f"{info['gbps']:.1f}" if "gbps" in info else "-"
         pct = f"{info['pct_copy']:.0f}%" if "pct_copy" in info else "-"
         floor = f"{info['fresh_output_floor'] * 1e3:.2f}" if "fresh_output_floor" in info else "-"
         iqr = f"{by['native']['stats']['iqr'] * 1e3:.2f}" if "native" in by else "-"
-        mem = {p: by[p]["extra_info"]["peak_bytes"] / 2**20 for p in ("published", "native") if "peak_bytes" in by.get(p, {}).get("extra_info", {})}
-        peak = f"{mem['published']:.0f} / {mem['native']:.0f}" if len(mem) == 2 else "-"
-        lines.append(f"| {op} | {mode} | " + " | ".join(cells) + f" | {iqr} | {ratio('published')} | {ratio('compiled')} | {gbps} | "
-                     f"{pct} | {floor} | {peak} |")
+        lines.append(f"| {op} | {mode} | " + " | ".join(cells) + f" | {iqr} | {_ratio_cell(rows, op, mode)} | "
+                     f"{_ratio_cell(rows, op, mode, 'compiled')} | {gbps} | {pct} | {floor} | {_peak_cell(by)} |")
     lines += ["", "Shapes:", ""] + [f"- {op}: {shape}" for op, shape in sorted(shapes.items())]
     lines += _generator_section(rows) + _targets_section(rows) + _small_section(*_collect(small, device))
     os.makedirs(out_dir, exist_ok=True)
@@ -173,6 +169,23 @@ def _peak_ratio(rows, op, mode):
         return None
 
 
+def _ratio_cell(rows, op, mode, slow="published", digits=1) -> str:
+    value = _ratio(rows, op, mode, slow)
+    return f"{value:.{digits}f}x" if value else "-"
+
+
+def _peak_cell(by) -> str:
+    """"published / native" peak MiB of one row, or "-"."""
+    mem = [by.get(p, {}).get("extra_info", {}).get("peak_bytes") for p in ("published", "native")]
+    return f"{mem[0] / 2**20:.0f} / {mem[1] / 2**20:.0f}" if all(m is not None for m in mem) else "-"
+
+
+def _spade_over_clade(rows, mode, provider):
+    """SPADE / CLADE generator runtime with the given provider's layers (None if either is missing)."""
+    a, b = _median(rows, "generator SPADE", mode, provider), _median(rows, "generator CLADE", mode, provider)
+    return a / b if a and b else None
+
+
 def _generator_section(rows) -> list[str]:
     keys = sorted(k for k in rows if k[0].startswith("generator "))
     if not keys:
@@ -186,20 +199,14 @@ def _generator_section(rows) -> list[str]:
     for op, mode in keys:
         med = {p: _median(rows, op, mode, p) for p in ("published", "reference", "native")}
         cells = [f"{med[p] * 1e3:.0f}" if med[p] else "-" for p in ("published", "reference", "native")]
-        ratio = _ratio(rows, op, mode)
-        by = rows[(op, mode)]
-        mem = [by[p]["extra_info"].get("peak_bytes") if p in by else None for p in ("published", "native")]
-        peak = f"{mem[0] / 2**20:.0f} / {mem[1] / 2**20:.0f}" if all(mem) else "-"
         lines.append(f"| {op[len('generator '):]} | {mode} | " + " | ".join(cells)
-                     + f" | {f'{ratio:.2f}x' if ratio else '-'} | {peak} |")
+                     + f" | {_ratio_cell(rows, op, mode, digits=2)} | {_peak_cell(rows[(op, mode)])} |")
     device = next(iter(next(iter(rows.values())).values()))["extra_info"]["device"]
     spade, clade, source = PAPER_RUNTIME.get(device, PAPER_RUNTIME["cpu"])
     for mode in sorted({m for _, m in keys}):
-        parts = []
-        for provider, name in (("published", "published layers"), ("native", "semnorm layers")):
-            a, b = _median(rows, "generator SPADE", mode, provider), _median(rows, "generator CLADE", mode, provider)
-            if a and b:
-                parts.append(f"{name} {a / b:.2f}")
+        parts = [f"{name} {value:.2f}"
+                 for provider, name in (("published", "published layers"), ("native", "semnorm layers"))
+                 if (value := _spade_over_clade(rows, mode, provider))]
         if parts:
             lines += ["", f"SPADE / CLADE generator runtime ({mode}): " + ", ".join(parts)
                       + f"; CLADE paper ({source}, inference at 256 x 256): {spade / clade:.2f}"]
@@ -286,8 +293,7 @@ def _targets_section(rows) -> list[str]:
             value = _peak_ratio(rows, op, mode)
             measured, met = (f"{value:.2f} (goal <= {threshold})", value <= threshold) if value else (None, None)
         elif kind == "ratio":
-            a, b = _median(rows, "generator SPADE", mode, "native"), _median(rows, "generator CLADE", mode, "native")
-            value = a / b if a and b else None
+            value = _spade_over_clade(rows, mode, "native")
             measured = f"{value:.2f} (goal >= {threshold:.2f})" if value else None
             met = value >= threshold if value else None
         else:

@@ -52,13 +52,12 @@ def test_op(benchmark, copy_bandwidth, case, provider, mode, device):
                                                    if isinstance(v, torch.Tensor) and k != "seg")
     benchmark.extra_info.update(op=case.name, provider=provider, mode=mode, device=device.type, shape=shape, threads=THREADS,
                                 small=SMALL)
-    benchmark.pedantic(step, setup=setup, rounds=5, warmup_rounds=1, iterations=1)
+    outs = benchmark.pedantic(step, setup=setup, rounds=5, warmup_rounds=1, iterations=1)
     leaves = _leaves(inputs, names)
     benchmark.extra_info["peak_bytes"] = peak_memory(lambda: step(leaves), device)
     if mode == "forward" and benchmark.stats is not None:
         seconds = benchmark.stats.stats.median
         nbytes = case.nbytes(inputs)
-        outs = run(inputs)
         benchmark.extra_info.update(bytes=nbytes, gbps=nbytes / seconds / 1e9,
                                     pct_copy=100 * nbytes / seconds / copy_bandwidth[device.type],
                                     out_bytes=sum(o.numel() * o.element_size() for o in outs),
