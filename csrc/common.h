@@ -122,6 +122,14 @@ inline void check_stats(const Tensor& x, const Tensor& mean, const Tensor& rstd,
   check_one(rstd, "rstd");
 }
 
+// stats_of_x of the modulate ops: 0 when mean and rstd are independent inputs, 1 when they are x's
+// own instance statistics, 2 its batch statistics. The kernels compute the same either way; the
+// autograd formula (semnorm/ops/stats.py, fold_stats_grad) adds the statistics' gradient to grad_x.
+inline void check_stats_of_x(int64_t stats_of_x, const char* op) {
+  TORCH_CHECK(stats_of_x >= 0 && stats_of_x <= 2, "semnorm.", op,
+              ": stats_of_x must be 0 (independent statistics), 1 (instance) or 2 (batch), got ", stats_of_x);
+}
+
 // Optional per-pixel (N, H, W) map in x's opmath dtype; returns it contiguous (or undefined).
 inline Tensor check_pixel_map(const std::optional<Tensor>& t, const Tensor& x, const char* op, const char* name) {
   if (!t.has_value() || !t->defined()) return Tensor();

@@ -9,6 +9,10 @@
 //    (H, W) sample them with PyTorch's legacy nearest rule inside the kernel. Kernels check the range.
 //  * parameter tables (banks, per-region codes) are in x's opmath dtype.
 //  * every backward is its own op, so the autograd formula lives in Python and the kernels stay pure.
+//  * stats_of_x (the modulate ops): 0 when mean and rstd are independent inputs (their gradients are
+//    returned), 1 / 2 when they are x's own instance / batch statistics, computed without a graph:
+//    the autograd formula then adds the statistics' gradient to grad_x in place, so x gets one
+//    (N, C, H, W) gradient buffer instead of two. Forward results do not depend on it.
 
 #include <Python.h>
 #include <torch/library.h>
@@ -37,8 +41,8 @@ TORCH_LIBRARY(semnorm, m) {
   // likewise b with blend[1], beta, beta2 (SEAN's two branches).
   m.def(
       "normalize_modulate(Tensor x, Tensor mean, Tensor rstd, Tensor gamma, Tensor beta, Tensor? gamma2=None, "
-      "Tensor? beta2=None, Tensor? blend=None, Tensor? noise=None, Tensor? noise_scale=None, float offset=1.0) "
-      "-> Tensor");
+      "Tensor? beta2=None, Tensor? blend=None, Tensor? noise=None, Tensor? noise_scale=None, float offset=1.0, "
+      "int stats_of_x=0) -> Tensor");
   m.def(
       "normalize_modulate_backward(Tensor grad_y, Tensor x, Tensor mean, Tensor rstd, Tensor gamma, Tensor beta, "
       "Tensor? gamma2, Tensor? beta2, Tensor? blend, Tensor? noise, Tensor? noise_scale, float offset) "
@@ -50,7 +54,7 @@ TORCH_LIBRARY(semnorm, m) {
   // with l = labels sampled at (h, w); sg / sb are the optional ICPE factors (1 when absent).
   m.def(
       "class_modulate(Tensor x, Tensor mean, Tensor rstd, Tensor labels, Tensor weight, Tensor bias, "
-      "Tensor? scale_gamma=None, Tensor? scale_beta=None, float offset=0.0) -> Tensor");
+      "Tensor? scale_gamma=None, Tensor? scale_beta=None, float offset=0.0, int stats_of_x=0) -> Tensor");
   m.def(
       "class_modulate_backward(Tensor grad_y, Tensor x, Tensor mean, Tensor rstd, Tensor labels, Tensor weight, "
       "Tensor bias, Tensor? scale_gamma, Tensor? scale_beta, float offset) -> (Tensor grad_x, Tensor grad_mean, "
@@ -75,8 +79,8 @@ TORCH_LIBRARY(semnorm, m) {
   // SCN: [gamma; beta][n, :, h, w] = sum_k vectors[n, k, h, w] * bank[k, :] with bank (K, 2C);
   // y = (x - mean) * rstd * (offset + gamma) + beta.
   m.def(
-      "semantic_modulate(Tensor x, Tensor mean, Tensor rstd, Tensor vectors, Tensor bank, float offset=1.0) "
-      "-> Tensor");
+      "semantic_modulate(Tensor x, Tensor mean, Tensor rstd, Tensor vectors, Tensor bank, float offset=1.0, "
+      "int stats_of_x=0) -> Tensor");
   m.def(
       "semantic_modulate_backward(Tensor grad_y, Tensor x, Tensor mean, Tensor rstd, Tensor vectors, Tensor bank, "
       "float offset) -> (Tensor grad_x, Tensor grad_mean, Tensor grad_rstd, Tensor grad_vectors, Tensor grad_bank)");

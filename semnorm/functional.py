@@ -18,6 +18,7 @@ import torch
 from . import _checks, reference
 from . import ops as _ops  # noqa: F401  (registers fake kernels and autograd)
 from ._extension import choose_impl, op_namespace
+from .ops.stats import STATS_OF_X
 
 __all__ = [
     "region_pool",
@@ -258,6 +259,12 @@ def norm_stats(
     return mean.expand(n, c).contiguous(), rstd.expand(n, c).contiguous()
 
 
+def _stats_of_x(op: str, stats_of_x: str | None) -> int:
+    if not (stats_of_x is None or isinstance(stats_of_x, str) and stats_of_x in STATS_OF_X):
+        _checks.fail(op, f"stats_of_x must be None, 'instance' or 'batch', got {stats_of_x!r}")
+    return STATS_OF_X[stats_of_x]
+
+
 def normalize_modulate(
     x: torch.Tensor,
     mean: torch.Tensor,
@@ -271,6 +278,7 @@ def normalize_modulate(
     noise: torch.Tensor | None = None,
     noise_scale: torch.Tensor | None = None,
     offset: float = 1.0,
+    stats_of_x: str | None = None,
     impl: str | None = None,
 ) -> torch.Tensor:
     """Fused normalize + dense modulation: ``y = (x_eff - mean) * rstd * (offset + g) + b``.
@@ -289,6 +297,11 @@ def normalize_modulate(
         noise: optional (N, H, W) noise in opmath dtype; ``x_eff = x + noise_scale[c] * noise``.
         noise_scale: (C,) in opmath dtype, given with ``noise``.
         offset: constant added to g (1 for SPADE/SEAN/SC-GAN, 0 for CLADE-style ``xhat * gamma``).
+        stats_of_x: None when mean and rstd are independent inputs (they get gradients; the norm's part
+            of x's gradient flows through them); "instance" or "batch" when they are x_eff's own
+            instance / batch statistics (biased variance) computed without a graph, e.g. by
+            :meth:`semnorm.nn.ParamFreeNorm.stats`: the backward then adds the statistics' gradient to
+            x's in place (one (N, C, H, W) gradient buffer instead of two) and mean and rstd get none.
         impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
@@ -307,12 +320,15 @@ def normalize_modulate(
         _checks.like_x(beta2, x, op, "beta2")
         _checks.opmath_tensor(blend, x, (2,), op, "blend")
     _check_noise(x, noise, noise_scale, op)
+    code = _stats_of_x(op, stats_of_x)
     impl = choose_impl(impl, x.device, op)
     if impl != "reference":
         return op_namespace(impl).normalize_modulate(
-            x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, float(offset)
+            x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, float(offset), code
         )
-    return reference.normalize_modulate(x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, offset)
+    return reference.normalize_modulate(
+        x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, offset, stats_of_x
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -330,6 +346,7 @@ def class_modulate(
     scale_gamma: torch.Tensor | None = None,
     scale_beta: torch.Tensor | None = None,
     offset: float = 0.0,
+    stats_of_x: str | None = None,
     impl: str | None = None,
 ) -> torch.Tensor:
     """CLADE guided sampling fused with normalize + modulate (CLADE sec. 3.2 and 3.4).
@@ -351,6 +368,11 @@ def class_modulate(
         scale_gamma: optional (N, H, W) ICPE factor ``1 + dist_conv_w(D)`` multiplying gamma, opmath dtype.
         scale_beta: optional (N, H, W) ICPE factor ``1 + dist_conv_b(D)`` multiplying beta, opmath dtype.
         offset: constant added to gamma (0 for CLADE).
+        stats_of_x: None when mean and rstd are independent inputs (they get gradients; the norm's part
+            of x's gradient flows through them); "instance" or "batch" when they are x's own
+            instance / batch statistics (biased variance) computed without a graph, e.g. by
+            :meth:`semnorm.nn.ParamFreeNorm.stats`: the backward then adds the statistics' gradient to
+            x's in place (one (N, C, H, W) gradient buffer instead of two) and mean and rstd get none.
         impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
@@ -366,12 +388,15 @@ def class_modulate(
         _checks.fail(op, f"bias must have weight's shape {tuple(weight.shape)}, got {tuple(bias.shape)}")
     _checks.pixel_map(scale_gamma, x, op, "scale_gamma")
     _checks.pixel_map(scale_beta, x, op, "scale_beta")
+    code = _stats_of_x(op, stats_of_x)
     impl = choose_impl(impl, x.device, op)
     _checks.labels(labels, x.shape[0], op, weight.shape[0], check_values=impl == "reference")
     _checks.same_device(op, x, "x", labels=labels)
     if impl != "reference":
-        return op_namespace(impl).class_modulate(x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta, float(offset))
-    return reference.class_modulate(x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta, float(offset))
+        return op_namespace(impl).class_modulate(
+            x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta, float(offset), code
+        )
+    return reference.class_modulate(x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta, float(offset), stats_of_x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -562,6 +587,7 @@ def semantic_modulate(
     bank: torch.Tensor,
     *,
     offset: float = 1.0,
+    stats_of_x: str | None = None,
     impl: str | None = None,
 ) -> torch.Tensor:
     """SC-GAN's semantic normalization (SCN): a per-pixel soft mixture of K bank rows modulates ``N(x)``.
@@ -577,6 +603,11 @@ def semantic_modulate(
         vectors: (N, K, H, W) semantic vectors in x's dtype (see :func:`semantic_vectors`).
         bank: (K, 2C) parameter bank in opmath dtype, gamma rows first (``affine_params_groups``).
         offset: 1.0 for ``N(x) * (1 + gamma) + beta`` (SC-GAN), 0.0 for ``N(x) * gamma + beta``.
+        stats_of_x: None when mean and rstd are independent inputs (they get gradients; the norm's part
+            of x's gradient flows through them); "instance" or "batch" when they are x's own
+            instance / batch statistics (biased variance) computed without a graph, e.g. by
+            :meth:`semnorm.nn.ParamFreeNorm.stats`: the backward then adds the statistics' gradient to
+            x's in place (one (N, C, H, W) gradient buffer instead of two) and mean and rstd get none.
         impl: "native", "triton", "reference" or None (automatic).
 
     Returns:
@@ -598,10 +629,11 @@ def semantic_modulate(
     _checks.shape(bank, (k, 2 * c), op, "bank")
     _checks.dtype(bank, acc, op, "bank")
     _checks.same_device(op, x, "x", mean=mean, rstd=rstd, vectors=vectors, bank=bank)
+    code = _stats_of_x(op, stats_of_x)
     impl = choose_impl(impl, x.device, op)
     if impl != "reference":
-        return op_namespace(impl).semantic_modulate(x, mean, rstd, vectors, bank, float(offset))
-    return reference.semantic_modulate(x, mean, rstd, vectors, bank, float(offset))
+        return op_namespace(impl).semantic_modulate(x, mean, rstd, vectors, bank, float(offset), code)
+    return reference.semantic_modulate(x, mean, rstd, vectors, bank, float(offset), stats_of_x)
 
 
 def candidate_combine(vectors: torch.Tensor, candidates: torch.Tensor, *, impl: str | None = None) -> torch.Tensor:

@@ -87,6 +87,25 @@ def channel_moments(
     return mean.reshape(m2.shape), m2
 
 
+def own_statistics(xe: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, stats_of_x: str | None):
+    """``(mean, rstd)`` with their values, carrying the gradient of x_eff's own statistics when ``stats_of_x``
+    is "instance" or "batch" (the modulate ops' ``stats_of_x``); unchanged for None.
+
+    The terms added are zero in value (``t - t.detach()``), so the forward is bit-identical, and their
+    gradient is that of the biased mean and of ``rstd = (var + eps) ** -0.5`` (d rstd = -rstd**3 / 2 d var).
+    """
+    if stats_of_x is None:
+        return mean, rstd
+    dims = (2, 3) if stats_of_x == "instance" else (0, 2, 3)
+    m = xe.mean(dims, keepdim=True)
+    var = (xe - m).square().mean(dims, keepdim=True)
+    shape = (-1, xe.shape[1])
+    mean, rstd = mean.detach(), rstd.detach()
+    mean = mean + (m - m.detach()).reshape(shape)
+    rstd = rstd - 0.5 * rstd.pow(3) * (var - var.detach()).reshape(shape)
+    return mean, rstd
+
+
 def normalize_modulate(
     x: torch.Tensor,
     mean: torch.Tensor,
@@ -99,10 +118,12 @@ def normalize_modulate(
     noise: torch.Tensor | None = None,
     noise_scale: torch.Tensor | None = None,
     offset: float = 1.0,
+    stats_of_x: str | None = None,
 ) -> torch.Tensor:
     """``(x_eff - mean) * rstd * (offset + g) + b``, g/b dense or blended from two branches."""
     acc = opmath_dtype(x.dtype)
     xe = effective_input(x, noise, noise_scale)
+    mean, rstd = own_statistics(xe, mean, rstd, stats_of_x)
     g, b = gamma.to(acc), beta.to(acc)
     if blend is not None:
         g = blend[0] * g + (1 - blend[0]) * gamma2.to(acc)
@@ -125,6 +146,7 @@ def class_modulate(
     scale_gamma: torch.Tensor | None = None,
     scale_beta: torch.Tensor | None = None,
     offset: float = 0.0,
+    stats_of_x: str | None = None,
 ) -> torch.Tensor:
     """``y = (x - mean) * rstd * (offset + weight[l] * sg) + bias[l] * sb``, l = label at (h, w).
 
@@ -139,6 +161,7 @@ def class_modulate(
         gamma = gamma * scale_gamma.to(acc).unsqueeze(1)
     if scale_beta is not None:
         beta = beta * scale_beta.to(acc).unsqueeze(1)
+    mean, rstd = own_statistics(x.to(acc), mean, rstd, stats_of_x)
     xhat = (x.to(acc) - mean.to(acc).view(n, c, 1, 1)) * rstd.to(acc).view(n, c, 1, 1)
     return (xhat * (offset + gamma) + beta).to(x.dtype).contiguous()
 
@@ -175,10 +198,17 @@ def label_tap_gather(table: torch.Tensor, labels: torch.Tensor, kernel_size: int
 
 
 def semantic_modulate(
-    x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, vectors: torch.Tensor, bank: torch.Tensor, offset: float = 1.0
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    vectors: torch.Tensor,
+    bank: torch.Tensor,
+    offset: float = 1.0,
+    stats_of_x: str | None = None,
 ) -> torch.Tensor:
     acc = opmath_dtype(x.dtype)
     c = x.shape[1]
+    mean, rstd = own_statistics(x.to(acc), mean, rstd, stats_of_x)
     gb = torch.einsum("nkhw,kd->ndhw", vectors.to(acc), bank.to(acc))  # (N, 2C, H, W)
     gamma, beta = gb[:, :c], gb[:, c:]
     xhat = (x.to(acc) - mean.to(acc)[:, :, None, None]) * rstd.to(acc)[:, :, None, None]

@@ -208,10 +208,10 @@ def test_auto_falls_back_on_fragmented_maps():
     layer = make_layer("auto", threshold=0.3)
     x = torch.randn(2, C, 16, 16, dtype=torch.float64)
     mean, rstd = layer.param_free_norm(x)
-    assert layer._forward_fast(x, mean, rstd, torch.randint(0, L, (2, 16, 16)), None) is None  # random: dense
+    assert layer._forward_fast(x, mean, rstd, None, torch.randint(0, L, (2, 16, 16)), None) is None  # random: dense
     big = torch.zeros(2, 16, 16, dtype=torch.long)
     big[:, 8:] = 1
-    assert layer._forward_fast(x, mean, rstd, big, None) is not None
+    assert layer._forward_fast(x, mean, rstd, None, big, None) is not None
     with pytest.raises(ValueError, match="fast"):
         SPADE(C, L, fast="sometimes")
 

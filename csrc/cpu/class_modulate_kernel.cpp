@@ -222,8 +222,9 @@ void backward_pixels_impl(const scalar_t* dy, const scalar_t* x, const acc_t<sca
 
 Tensor class_modulate_cpu(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& labels,
                           const Tensor& weight, const Tensor& bias, const std::optional<Tensor>& scale_gamma,
-                          const std::optional<Tensor>& scale_beta, double offset) {
+                          const std::optional<Tensor>& scale_beta, double offset, int64_t stats_of_x) {
   constexpr const char* op = "class_modulate";
+  check_stats_of_x(stats_of_x, op);
   check_class_modulate_args(x, mean, rstd, labels, weight, bias, op);
   const Tensor lab = class_modulate_labels(x, labels, weight, op);
   const Tensor sg = check_pixel_map(scale_gamma, x, op, "scale_gamma");

@@ -165,8 +165,9 @@ void semantic_backward_vectors(const scalar_t* dy, const scalar_t* x, const acc_
 }
 
 Tensor semantic_modulate_cpu(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& vectors,
-                             const Tensor& bank, double offset) {
+                             const Tensor& bank, double offset, int64_t stats_of_x) {
   constexpr const char* op = "semantic_modulate";
+  check_stats_of_x(stats_of_x, op);
   check_semantic_inputs(x, mean, rstd, vectors, bank, op);
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), K = vectors.size(1);
   const Tensor xc = x.contiguous(), vc = vectors.contiguous(), bc = bank.contiguous();

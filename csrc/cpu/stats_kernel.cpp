@@ -368,8 +368,9 @@ Tensor normalize_modulate_cpu(const Tensor& x, const Tensor& mean, const Tensor&
                               const Tensor& beta, const std::optional<Tensor>& gamma2,
                               const std::optional<Tensor>& beta2, const std::optional<Tensor>& blend,
                               const std::optional<Tensor>& noise, const std::optional<Tensor>& noise_scale,
-                              double offset) {
+                              double offset, int64_t stats_of_x) {
   constexpr const char* op = "normalize_modulate";
+  check_stats_of_x(stats_of_x, op);
   const ModulateInputs in = check_modulate(x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, op);
   const Tensor mc = mean.contiguous(), rc = rstd.contiguous();
   Tensor y = at::empty(x.sizes(), x.options());

@@ -243,8 +243,9 @@ __global__ void class_modulate_pixels_kernel(const scalar_t* __restrict__ dy, co
 
 Tensor class_modulate_cuda(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& labels,
                            const Tensor& weight, const Tensor& bias, const std::optional<Tensor>& scale_gamma,
-                           const std::optional<Tensor>& scale_beta, double offset) {
+                           const std::optional<Tensor>& scale_beta, double offset, int64_t stats_of_x) {
   constexpr const char* op = "class_modulate";
+  check_stats_of_x(stats_of_x, op);
   check_class_modulate_args(x, mean, rstd, labels, weight, bias, op);
   const Tensor sg = check_pixel_map(scale_gamma, x, op, "scale_gamma");
   const Tensor sb = check_pixel_map(scale_beta, x, op, "scale_beta");

@@ -404,8 +404,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> semantic_backward_composite(c
 }
 
 Tensor semantic_modulate_cuda(const Tensor& x, const Tensor& mean, const Tensor& rstd, const Tensor& vectors,
-                              const Tensor& bank, double offset) {
+                              const Tensor& bank, double offset, int64_t stats_of_x) {
   constexpr const char* op = "semantic_modulate";
+  check_stats_of_x(stats_of_x, op);
   check_semantic_inputs(x, mean, rstd, vectors, bank, op);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), K = vectors.size(1);

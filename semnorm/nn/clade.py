@@ -137,7 +137,7 @@ class CLADE(nn.Module):
         if positional_map is not None and not self.positional:
             raise ValueError("semnorm.CLADE: positional_map given but the layer was built with positional=False")
         acc = reference.opmath_dtype(x.dtype)
-        mean, rstd = self.param_free_norm(x, impl=self.impl)
+        mean, rstd, of_x = self.param_free_norm.stats(x, impl=self.impl)
         affine = self.class_specified_affine
         sg = sb = None
         if self.positional:
@@ -148,7 +148,7 @@ class CLADE(nn.Module):
             # the forward and backward kernels then read a small contiguous map
             labels = reference.sample_labels(labels, h, w)
         y = F.class_modulate(x, mean, rstd, labels, affine.weight.to(acc), affine.bias.to(acc),
-                             scale_gamma=sg, scale_beta=sb, offset=0.0, impl=self.impl)
+                             scale_gamma=sg, scale_beta=sb, offset=0.0, stats_of_x=of_x, impl=self.impl)
         if self.edge:
             if not isinstance(edge_map, torch.Tensor) or edge_map.dim() != 4 or edge_map.shape[1] != 1:
                 raise ValueError(f"semnorm.CLADE: edge must be a (N, 1, H, W) tensor, got "

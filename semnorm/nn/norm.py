@@ -10,6 +10,12 @@ from .. import functional as F
 NORMS = ("batch", "instance", "syncbatch")
 
 
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
 class ParamFreeNorm(nn.Module):
     """Statistics of a parameter-free norm, with ``nn.BatchNorm2d``'s buffers and names.
 
@@ -58,6 +64,29 @@ class ParamFreeNorm(nn.Module):
             momentum=self.momentum, eps=self.eps, process_group=self.process_group, noise=noise,
             noise_scale=noise_scale, impl=impl,
         )
+
+    def stats(self, x: torch.Tensor, noise: torch.Tensor | None = None, noise_scale: torch.Tensor | None = None,
+              impl: str | None = None) -> tuple[torch.Tensor, torch.Tensor, str | None]:
+        """``(mean, rstd, stats_of_x)`` for the modulate ops' ``stats_of_x`` argument.
+
+        Where the statistics are x's own batch or instance statistics and a gradient may flow (grad
+        mode on; batch norm in training; "syncbatch" only without an initialized process group, since
+        gathered statistics need the differentiable all-gather), they are computed without a graph and
+        ``stats_of_x`` names them ("batch" / "instance"): the modulate op's backward then folds their
+        gradient into x's, so x gets one (N, C, H, W) gradient buffer instead of two. Otherwise this is
+        :meth:`forward` with ``stats_of_x=None``. Running statistics are updated the same either way.
+        """
+        kind = None
+        if torch.is_grad_enabled():
+            if self.norm == "instance":
+                kind = "instance"
+            elif self.training and not (self.norm == "syncbatch" and _distributed()):
+                kind = "batch"
+        if kind is None:
+            return (*self(x, noise, noise_scale, impl), None)
+        with torch.no_grad():
+            mean, rstd = self(x, noise, noise_scale, impl)
+        return mean, rstd, kind
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, norm={self.norm!r}, eps={self.eps}, momentum={self.momentum}"

@@ -50,9 +50,9 @@ class SCN(nn.Module):
         """x (N, C, H, W); vectors (N, K, H, W) at x's resolution (a size mismatch raises). Returns (N, C, H, W)."""
         _check_vectors(vectors, x, self.num_vectors, "SCN")
         acc = reference.opmath_dtype(x.dtype)
-        mean, rstd = self.param_free_norm(x, impl=self.impl)
+        mean, rstd, of_x = self.param_free_norm.stats(x, impl=self.impl)
         return F.semantic_modulate(x, mean, rstd, vectors.to(x.dtype), self.affine_params_groups.to(acc),
-                                   offset=1.0, impl=self.impl)
+                                   offset=1.0, stats_of_x=of_x, impl=self.impl)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, num_vectors={self.num_vectors}, norm={self.param_free_norm.norm!r}"

@@ -192,18 +192,18 @@ class SEAN(nn.Module):
                                      f"got {tuple(getattr(noise, 'shape', ()))}")
                 z = noise.to(device=x.device, dtype=acc).contiguous()
             scale = self.noise_var.to(acc)
-        mean, rstd = self.param_free_norm(x, noise=z, noise_scale=scale, impl=self.impl)
+        mean, rstd, of_x = self.param_free_norm.stats(x, noise=z, noise_scale=scale, impl=self.impl)
         gamma_o, beta_o = self.Spade.modulation(labels, size)
         gamma_o, beta_o = gamma_o.to(x.dtype), beta_o.to(x.dtype)
         if codes is None:
             return F.normalize_modulate(x, mean, rstd, gamma_o, beta_o, noise=z, noise_scale=scale, offset=1.0,
-                                        impl=self.impl)
+                                        stats_of_x=of_x, impl=self.impl)
         gamma_s = F.region_conv(codes, labels, self.conv_gamma.weight, self.conv_gamma.bias, size, impl=self.impl)
         beta_s = F.region_conv(codes, labels, self.conv_beta.weight, self.conv_beta.bias, size, impl=self.impl)
         blend = torch.sigmoid(torch.cat([self.blending_gamma, self.blending_beta]).to(acc))
         return F.normalize_modulate(
             x, mean, rstd, gamma_s.to(x.dtype), beta_s.to(x.dtype), gamma2=gamma_o, beta2=beta_o, blend=blend,
-            noise=z, noise_scale=scale, offset=1.0, impl=self.impl,
+            noise=z, noise_scale=scale, offset=1.0, stats_of_x=of_x, impl=self.impl,
         )
 
     def extra_repr(self) -> str:

@@ -174,8 +174,8 @@ class SPADE(nn.Module):
             per_window = per_window + edge_part.to(per_window.dtype)
         return torch.relu(torch.cat([per_class, per_window]) + conv.bias)
 
-    def _forward_fast(self, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, labels: torch.Tensor,
-                      edge: torch.Tensor | None) -> torch.Tensor | None:
+    def _forward_fast(self, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, of_x: str | None,
+                      labels: torch.Tensor, edge: torch.Tensor | None) -> torch.Tensor | None:
         """The exact fast path; None when ``fast="auto"`` finds too many distinct hidden vectors.
 
         The hidden map of the first convolution takes few distinct values: a pixel whose k x k window
@@ -228,7 +228,8 @@ class SPADE(nn.Module):
             return F.label_tap_gather(table, ids, k, size[0], size[1], impl=self.impl)
 
         gamma, beta = modulation(self.mlp_gamma), modulation(self.mlp_beta)
-        return F.normalize_modulate(x, mean, rstd, gamma.to(x.dtype), beta.to(x.dtype), offset=1.0, impl=self.impl)
+        return F.normalize_modulate(x, mean, rstd, gamma.to(x.dtype), beta.to(x.dtype), offset=1.0, stats_of_x=of_x,
+                                    impl=self.impl)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, edge: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, C, H, W); labels (N, Hl, Wl) integer or (N, label_nc [+1], Hl, Wl) one-hot; edge (N, 1, Hl, Wl)."""
@@ -237,13 +238,14 @@ class SPADE(nn.Module):
             raise ValueError(f"semnorm.SPADE: x must have shape (N, {self.num_features}, H, W), got {tuple(x.shape)}")
         if labels.shape[0] != x.shape[0]:
             raise ValueError(f"semnorm.SPADE: labels must have x's batch size {x.shape[0]}, got {tuple(labels.shape)}")
-        mean, rstd = self.param_free_norm(x, impl=self.impl)
+        mean, rstd, of_x = self.param_free_norm.stats(x, impl=self.impl)
         if self.fast != "never" and not torch.compiler.is_compiling():
-            y = self._forward_fast(x, mean, rstd, labels, edge)
+            y = self._forward_fast(x, mean, rstd, of_x, labels, edge)
             if y is not None:
                 return y
         gamma, beta = self.modulation(labels, x.shape[-2:], edge)
-        return F.normalize_modulate(x, mean, rstd, gamma.to(x.dtype), beta.to(x.dtype), offset=1.0, impl=self.impl)
+        return F.normalize_modulate(x, mean, rstd, gamma.to(x.dtype), beta.to(x.dtype), offset=1.0, stats_of_x=of_x,
+                                    impl=self.impl)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, edge={self.edge}, fast={self.fast!r}"

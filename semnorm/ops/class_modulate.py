@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ._registry import register
+from .stats import fold_stats_grad
 
 _OP = "semnorm.class_modulate"
 
@@ -28,7 +29,7 @@ def _check_common(x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta, 
             torch._check(s.shape == (n, h, w), lambda name=name: f"{op}: {name} must have shape (N, H, W)")
 
 
-def _fake(x, mean, rstd, labels, weight, bias, scale_gamma=None, scale_beta=None, offset=0.0):
+def _fake(x, mean, rstd, labels, weight, bias, scale_gamma=None, scale_beta=None, offset=0.0, stats_of_x=0):
     _check_common(x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta)
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
@@ -51,9 +52,9 @@ def _backward_fake(grad_y, x, mean, rstd, labels, weight, bias, scale_gamma, sca
 
 
 def _setup(ctx, inputs, output):
-    x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta, offset = inputs
+    x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta, offset, stats_of_x = inputs
     ctx.save_for_backward(x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta)
-    ctx.offset = offset
+    ctx.offset, ctx.stats_of_x = offset, stats_of_x
 
 
 def _backward(ops, ctx, grad_y):
@@ -61,15 +62,19 @@ def _backward(ops, ctx, grad_y):
     gx, gm, gr, gw, gb, gsg, gsb = ops.class_modulate_backward(
         grad_y.contiguous(), x, mean, rstd, labels, weight, bias, scale_gamma, scale_beta, ctx.offset
     )
+    folded = ctx.stats_of_x != 0
+    if folded:
+        fold_stats_grad(ctx.stats_of_x, gx, x, mean, rstd, gm, gr)
     return (
         gx,
-        gm,
-        gr,
+        None if folded else gm,
+        None if folded else gr,
         None,
         gw,
         gb,
         gsg if scale_gamma is not None else None,
         gsb if scale_beta is not None else None,
+        None,
         None,
     )
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 
 from ._registry import register
+from .stats import fold_stats_grad
 
 
-def _modulate_fake(x, mean, rstd, vectors, bank, offset=1.0):
+def _modulate_fake(x, mean, rstd, vectors, bank, offset=1.0, stats_of_x=0):
     op = "semnorm.semantic_modulate"
     torch._check(x.dim() == 4, lambda: f"{op}: x must have 4 dimensions")
     torch._check(vectors.dim() == 4, lambda: f"{op}: vectors must have 4 dimensions")
@@ -37,15 +38,19 @@ def _modulate_backward_fake(grad_y, x, mean, rstd, vectors, bank, offset):
 
 
 def _modulate_setup(ctx, inputs, output):
-    x, mean, rstd, vectors, bank, offset = inputs
+    x, mean, rstd, vectors, bank, offset, stats_of_x = inputs
     ctx.save_for_backward(x, mean, rstd, vectors, bank)
-    ctx.offset = offset
+    ctx.offset, ctx.stats_of_x = offset, stats_of_x
 
 
 def _modulate_backward(ops, ctx, grad_y):
     x, mean, rstd, vectors, bank = ctx.saved_tensors
-    grads = ops.semantic_modulate_backward(grad_y, x, mean, rstd, vectors, bank, ctx.offset)
-    return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:5])) + (None,)
+    gx, gmean, grstd, gvec, gbank = ops.semantic_modulate_backward(grad_y, x, mean, rstd, vectors, bank, ctx.offset)
+    if ctx.stats_of_x != 0:
+        fold_stats_grad(ctx.stats_of_x, gx, x, mean, rstd, gmean, grstd)
+        gmean = grstd = None
+    grads = (gx, gmean, grstd, gvec, gbank)
+    return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:5])) + (None, None)
 
 
 def _combine_fake(vectors, candidates):

@@ -5,6 +5,12 @@ takes mean and rstd as inputs and returns their gradients, so batch, instance an
 batch norms are all the chain ``channel_moments -> (tiny torch ops on (C,) tensors) ->
 normalize_modulate``, and autograd assembles the full normalization gradient.
 
+That chain gives x two (N, C, H, W) gradients (the modulate's direct term and channel_moments'),
+which exist together until autograd adds them. When mean and rstd are x's own batch or instance
+statistics, computed without a graph, the modulate ops take ``stats_of_x`` (1 instance, 2 batch)
+and :func:`fold_stats_grad` adds the statistics' term to the direct one in place: one buffer. The
+three modulate ops (normalize_modulate, class_modulate, semantic_modulate) share it.
+
 ``noise`` (SEAN's per-pixel noise, shared by the channels) gets its gradient here in Python,
 ``grad_noise[n, h, w] = sum_c grad_x_eff[n, c, h, w] * noise_scale[c]`` (the kernels' grad_x is the
 gradient wrt x_eff), computed only when noise requires grad. For half/bfloat16 inputs the kernels'
@@ -26,6 +32,45 @@ def _noise_grad(grad_x, noise_scale):
 
 def _up(t, dtype):
     return None if t is None else t.to(dtype)
+
+
+# ---- the statistics' gradient folded into grad_x (stats_of_x)
+
+STATS_OF_X = {None: 0, "instance": 1, "batch": 2}
+
+
+def fold_stats_grad(stats_of_x, grad_x, x, mean, rstd, grad_mean, grad_rstd, noise=None, noise_scale=None,
+                    grad_noise_scale=None):
+    """Add the gradient through x's own statistics to the modulate kernels' direct ``grad_x``, in place.
+
+    The kernels return ``grad_x = dL/dxhat * rstd`` (mean and rstd held fixed) with
+    ``grad_mean = -sum grad_x`` and ``grad_rstd = sum grad_x * xhat / rstd**2`` over each plane. With
+    biased statistics over M values (H*W per instance, N*H*W per batch) the full gradient is
+    ``grad_x - mean_M(grad_x) - xhat * mean_M(grad_x * xhat)``, an affine map of x_eff per channel:
+    ``grad_x += coef * x_eff + const``, two in-place passes and no (N, C, H, W) temporary. With noise
+    (x_eff = x + noise_scale * noise) the grad_noise_scale of the kernels is corrected likewise.
+    Returns grad_noise_scale (corrected, or None without noise).
+    """
+    n, c, h, w = x.shape
+    s1 = -grad_mean  # sum of grad_x per plane
+    s2 = grad_rstd * rstd * rstd  # sum of grad_x * xhat per plane
+    count = h * w
+    if stats_of_x == STATS_OF_X["batch"]:
+        s1, s2, mean, rstd, count = s1.sum(0, keepdim=True), s2.sum(0, keepdim=True), mean[:1], rstd[:1], count * n
+    coef = -(s2 / count) * rstd
+    const = -(s1 / count) - coef * mean
+    view = (coef.shape[0], c, 1, 1)
+    grad_x.addcmul_(x, coef.view(view)).add_(const.view(view))
+    if noise is None:
+        return None
+    grad_x.addcmul_(noise.unsqueeze(1), (coef * noise_scale).view(view))
+    if grad_noise_scale is not None:
+        # sum over (n, h, w) of (const + coef * x_eff) * noise
+        noise_sum, noise_sq = noise.sum((1, 2)), noise.square().sum((1, 2))  # (N,)
+        x_noise = torch.bmm(x.to(noise.dtype).flatten(2), noise.view(n, h * w, 1)).view(n, c)  # no (N, C, H, W) copy
+        corr = const * noise_sum[:, None] + coef * (x_noise + noise_scale * noise_sq[:, None])
+        grad_noise_scale = grad_noise_scale + corr.sum(0)
+    return grad_noise_scale
 
 
 # ---- channel_moments
@@ -77,7 +122,8 @@ def _moments_backward(ops, ctx, grad_mean, grad_m2):
 # ---- normalize_modulate
 
 
-def _modulate_fake(x, mean, rstd, gamma, beta, gamma2=None, beta2=None, blend=None, noise=None, noise_scale=None, offset=1.0):
+def _modulate_fake(x, mean, rstd, gamma, beta, gamma2=None, beta2=None, blend=None, noise=None, noise_scale=None, offset=1.0,
+                   stats_of_x=0):
     op = "semnorm.normalize_modulate"
     torch._check(x.dim() == 4, lambda: f"{op}: x must have 4 dimensions")
     torch._check(mean.shape == (x.shape[0], x.shape[1]), lambda: f"{op}: mean must have shape (N, C)")
@@ -116,7 +162,7 @@ def _modulate_setup(ctx, inputs, output):
     if saved[7] is None:  # no blend: the backward never reads beta, so it is not kept alive for it
         saved[4] = None
     ctx.save_for_backward(*saved)
-    ctx.offset = inputs[10]
+    ctx.offset, ctx.stats_of_x = inputs[10], inputs[11]
 
 
 def _modulate_backward(ops, ctx, grad_y):
@@ -132,6 +178,10 @@ def _modulate_backward(ops, ctx, grad_y):
     if not two:
         gbeta = grad_y  # y = xhat * (offset + gamma) + beta: the kernels return grad_beta empty
     has_noise = noise is not None
+    folded = ctx.stats_of_x != 0
+    if folded:
+        gscale = fold_stats_grad(ctx.stats_of_x, gx, x, mean, rstd, gmean, grstd, noise, noise_scale,
+                                 gscale if has_noise and ctx.needs_input_grad[9] else None)
     grad_noise = None
     if has_noise and ctx.needs_input_grad[8]:
         grad_xe = gx
@@ -141,11 +191,13 @@ def _modulate_backward(ops, ctx, grad_y):
                 grad_y.to(acc).contiguous(), x.to(acc), mean, rstd, gamma.to(acc), beta.to(acc), _up(gamma2, acc),
                 _up(beta2, acc), blend, noise, noise_scale, ctx.offset
             )[0]
+            if folded:
+                fold_stats_grad(ctx.stats_of_x, grad_xe, x, mean, rstd, gmean, grstd, noise, noise_scale)
         grad_noise = _noise_grad(grad_xe, noise_scale)
     return (
         gx,
-        gmean,
-        grstd,
+        None if folded else gmean,
+        None if folded else grstd,
         ggamma,
         gbeta,
         ggamma2 if two else None,
@@ -153,6 +205,7 @@ def _modulate_backward(ops, ctx, grad_y):
         gblend if two else None,
         grad_noise,
         gscale if has_noise else None,
+        None,
         None,
     )
 

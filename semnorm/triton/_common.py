@@ -41,6 +41,12 @@ def fail(op: str, msg: str, exc: type[Exception] = ValueError):
     raise exc(f"semnorm.{op}: {msg}")
 
 
+def check_stats_of_x(stats_of_x: int, op: str) -> None:
+    """The modulate ops' stats_of_x flag (0 independent statistics, 1 instance, 2 batch; see csrc/semnorm.cpp)."""
+    if stats_of_x not in (0, 1, 2):
+        fail(op, f"stats_of_x must be 0 (independent statistics), 1 (instance) or 2 (batch), got {stats_of_x}", RuntimeError)
+
+
 def check_activation(x: torch.Tensor, op: str, name: str = "x") -> None:
     if not x.is_floating_point():
         fail(op, f"{name} must be a floating point tensor, got {x.dtype}", TypeError)

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import check_activation, check_labels, fail, nearest_scale, register_kernel
+from ._common import check_activation, check_labels, check_stats_of_x, fail, nearest_scale, register_kernel
 from ._labels import deterministic, gather_by_label, join_float, opmath, plan_tiles, scatter_add2_by_label, split_float, tile_labels, upcast
 
 
@@ -211,8 +211,9 @@ def _label_geometry(labels, h, w):
     return hl, wl, nearest_scale(hl, h), nearest_scale(wl, w)
 
 
-def class_modulate(x, mean, rstd, labels, weight, bias, scale_gamma=None, scale_beta=None, offset=0.0):
+def class_modulate(x, mean, rstd, labels, weight, bias, scale_gamma=None, scale_beta=None, offset=0.0, stats_of_x=0):
     op = "class_modulate"
+    check_stats_of_x(stats_of_x, op)
     labels = _check_args(x, mean, rstd, labels, weight, bias, op)
     sg = _check_pixel_map(scale_gamma, x, op, "scale_gamma")
     sb = _check_pixel_map(scale_beta, x, op, "scale_beta")

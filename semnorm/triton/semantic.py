@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from .._extension import TRITON_INTERPRET
-from ._common import check_activation, register_kernel
+from ._common import check_activation, check_stats_of_x, register_kernel
 from .stats import (
     acc_type,
     as_acc,
@@ -278,8 +278,9 @@ def _check_combine_inputs(vectors, candidates, op):
 # launchers
 
 
-def semantic_modulate(x, mean, rstd, vectors, bank, offset=1.0):
+def semantic_modulate(x, mean, rstd, vectors, bank, offset=1.0, stats_of_x=0):
     op = "semantic_modulate"
+    check_stats_of_x(stats_of_x, op)
     xc, mean, rstd, vc, bc = _check_semantic_inputs(x, mean, rstd, vectors, bank, op)
     n, c, h, w = x.shape
     hw, k = h * w, vectors.shape[1]

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from .._extension import TRITON_INTERPRET
-from ._common import check_activation, fail, register_kernel
+from ._common import check_activation, check_stats_of_x, fail, register_kernel
 
 # Pixels per program. The interpreter pays per program, so small tests want few of them anyway.
 _BLOCK = 1024
@@ -429,8 +429,9 @@ def _check_modulate(x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noi
 
 
 def normalize_modulate(x, mean, rstd, gamma, beta, gamma2=None, beta2=None, blend=None, noise=None, noise_scale=None,
-                       offset=1.0):
+                       offset=1.0, stats_of_x=0):
     op = "normalize_modulate"
+    check_stats_of_x(stats_of_x, op)
     xc, mean, rstd, gamma, beta, gamma2, beta2, blend, nz, ns = _check_modulate(
         x, mean, rstd, gamma, beta, gamma2, beta2, blend, noise, noise_scale, op
     )
