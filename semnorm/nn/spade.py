@@ -7,11 +7,57 @@ import torch.nn.functional as TF
 from torch import nn
 
 from .. import functional as F
+from .._extension import choose_impl, op_namespace
 from ..reference import sample_labels
 from ._inputs import split_semantic_input
 from .norm import ParamFreeNorm
 
 FAST_MODES = ("auto", "always", "never")
+
+# Table-gradient elements per chunk in _TapProjection's backward (4 MiB of float32).
+_CHUNK_ELEMENTS = 1 << 20
+
+
+class _TapProjection(torch.autograd.Function):
+    """gamma or beta of the fast path, ``label_tap_gather(proj @ hidden.T, ids)``, with a backward in
+    channel chunks.
+
+    The (C, k*k, Q) tap table is as large as an activation at Q ~ 2000 (natural masks at 256 x 256),
+    and so is its gradient. The forward frees the table once gathered; the backward turns each chunk
+    of channels' table gradient into its share of the projections' and hidden vectors' gradients (two
+    small matmuls) and frees it, so no whole table gradient exists beside the dense ones.
+    ``proj`` (C, k*k, J) holds the second convolution's taps (and its bias, through the centre tap and
+    the hidden vectors' constant column), ``hidden`` (Q, J) the hidden vectors, ``ids`` (N, H, W)
+    int32 the index map; ``impl`` a kernel backend ("native" or "triton").
+    """
+
+    @staticmethod
+    def forward(ctx, proj, hidden, ids, kernel_size, height, width, impl):
+        c, kk, _ = proj.shape
+        table = (proj.reshape(c * kk, -1) @ hidden.t()).view(1, c, kk, -1)
+        ctx.save_for_backward(proj, hidden, ids)
+        ctx.kernel_size, ctx.impl = kernel_size, impl
+        return op_namespace(impl).label_tap_gather(table, ids, kernel_size, height, width)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        proj, hidden, ids = ctx.saved_tensors
+        c, kk, j = proj.shape
+        q = hidden.shape[0]
+        backward_op = op_namespace(ctx.impl).label_tap_gather_backward
+        grad_proj = torch.empty_like(proj) if ctx.needs_input_grad[0] else None
+        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[1] else None
+        step = max(1, _CHUNK_ELEMENTS // (kk * q))
+        for c0 in range(0, c, step):
+            c1 = min(c, c0 + step)
+            g = backward_op(grad_out[:, c0:c1].contiguous(), ids, 1, q, ctx.kernel_size).view((c1 - c0) * kk, q)
+            g = g.to(proj.dtype)  # under autocast the table (and grad_out) may be half precision
+            if grad_proj is not None:
+                torch.mm(g, hidden, out=grad_proj[c0:c1].view(-1, j))
+            if grad_hidden is not None:
+                grad_hidden.addmm_(g.t(), proj[c0:c1].reshape(-1, j))
+        return grad_proj, grad_hidden, None, None, None, None, None
 
 
 class SPADE(nn.Module):
@@ -220,12 +266,16 @@ class SPADE(nn.Module):
         centre[(k * k) // 2] = 1
         ids = ids.to(torch.int32)
 
+        impl = choose_impl(self.impl, x.device, "label_tap_gather")
+
         def modulation(conv: nn.Conv2d) -> torch.Tensor:
             # (1, C, k*k, Q) per-tap projections of the Q hidden vectors, then the label convolution
             w2 = conv.weight.permute(0, 2, 3, 1).to(hidden.dtype)  # (C, k, k, hidden)
             w2 = torch.cat([w2.reshape(c, k * k, -1), conv.bias.to(hidden.dtype).view(c, 1, 1) * centre], 2)
+            if impl != "reference":
+                return _TapProjection.apply(w2, hidden, ids, k, size[0], size[1], impl)
             table = (w2.view(c * k * k, -1) @ hidden.t()).view(1, c, k * k, -1)
-            return F.label_tap_gather(table, ids, k, size[0], size[1], impl=self.impl)
+            return F.label_tap_gather(table, ids, k, size[0], size[1], impl=impl)
 
         gamma, beta = modulation(self.mlp_gamma), modulation(self.mlp_beta)
         return F.normalize_modulate(x, mean, rstd, gamma.to(x.dtype), beta.to(x.dtype), offset=1.0, stats_of_x=of_x,
