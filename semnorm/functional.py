@@ -433,14 +433,22 @@ def _conv_weight(op: str, weight: torch.Tensor, in_channels: int, in_name: str) 
     return int(weight.shape[2])
 
 
-def _add_bias(op: str, out: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _bias_in_centre_tap(op: str, table: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``table`` (T, Cout, k*k, L) with ``bias`` added to its centre tap's columns.
+
+    The centre tap reads each pixel's own label, which is always inside the image, so every output
+    value gets the bias exactly once, from the gather itself: no dense (N, Cout, H, W) bias pass.
+    """
     if bias is None:
-        return out
+        return table
     if not isinstance(bias, torch.Tensor) or bias.dtype != weight.dtype:
         _checks.fail(op, f"bias must be a tensor of weight's dtype {weight.dtype}, got {getattr(bias, 'dtype', type(bias).__name__)}", TypeError)
     _checks.shape(bias, (weight.shape[0],), op, "bias")
     _checks.same_device(op, weight, "weight", bias=bias)
-    return out + bias.view(1, -1, 1, 1)
+    kk = table.shape[2]
+    centre = torch.zeros(kk, dtype=table.dtype, device=table.device)
+    centre[kk // 2] = 1
+    return table + (bias.to(table.dtype).view(-1, 1) * centre).view(1, -1, kk, 1)
 
 
 def label_tap_gather(
@@ -513,8 +521,7 @@ def label_conv(
     height, width = _output_size(op, labels, size)
     c_out, num_classes = weight.shape[:2]
     table = weight.permute(0, 2, 3, 1).reshape(1, c_out, k * k, num_classes)
-    out = label_tap_gather(table, labels, k, height, width, impl=impl)
-    return _add_bias(op, out, weight, bias)
+    return label_tap_gather(_bias_in_centre_tap(op, table, weight, bias), labels, k, height, width, impl=impl)
 
 
 def region_conv(
@@ -554,8 +561,7 @@ def region_conv(
     acc = reference.opmath_dtype(codes.dtype)
     c_out, c_in = weight.shape[:2]
     table = torch.einsum("oit,nli->notl", weight.reshape(c_out, c_in, k * k).to(acc), codes.to(acc)).to(codes.dtype)
-    out = label_tap_gather(table, labels, k, height, width, impl=impl)
-    return _add_bias(op, out, weight, bias)
+    return label_tap_gather(_bias_in_centre_tap(op, table, weight, bias), labels, k, height, width, impl=impl)
 
 
 # ----------------------------------------------------------------------------------------------

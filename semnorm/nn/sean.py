@@ -55,9 +55,11 @@ class SEAN(nn.Module):
       :func:`semnorm.functional.region_conv`: per-region projections of the codes through each
       kernel tap, then a 9-tap gather by label. The style map is never built;
     * the mask branch is the inner :class:`semnorm.nn.SPADE`'s ``modulation()``;
-    * noise, normalization, both branches and the blend are one fused
-      :func:`semnorm.functional.normalize_modulate` pass (statistics from ``norm_stats`` of
-      ``x + noise_var[c] * z``).
+    * the blend scales each branch's last convolution weights and bias (both branches are linear in
+      them), so the branches add into one dense gamma and one beta; noise, normalization and the
+      modulation are then one fused :func:`semnorm.functional.normalize_modulate` pass (statistics of
+      ``x + noise_var[c] * z``), which keeps only gamma for its backward and writes one gradient map
+      for the modulation (beta's gradient is grad_y itself), not four.
 
     Published code vs paper (semnorm follows the published code, whose checkpoints it loads):
 
@@ -193,18 +195,18 @@ class SEAN(nn.Module):
                 z = noise.to(device=x.device, dtype=acc).contiguous()
             scale = self.noise_var.to(acc)
         mean, rstd, of_x = self.param_free_norm.stats(x, noise=z, noise_scale=scale, impl=self.impl)
-        gamma_o, beta_o = self.Spade.modulation(labels, size)
-        gamma_o, beta_o = gamma_o.to(x.dtype), beta_o.to(x.dtype)
         if codes is None:
-            return F.normalize_modulate(x, mean, rstd, gamma_o, beta_o, noise=z, noise_scale=scale, offset=1.0,
-                                        stats_of_x=of_x, impl=self.impl)
-        gamma_s = F.region_conv(codes, labels, self.conv_gamma.weight, self.conv_gamma.bias, size, impl=self.impl)
-        beta_s = F.region_conv(codes, labels, self.conv_beta.weight, self.conv_beta.bias, size, impl=self.impl)
-        blend = torch.sigmoid(torch.cat([self.blending_gamma, self.blending_beta]).to(acc))
-        return F.normalize_modulate(
-            x, mean, rstd, gamma_s.to(x.dtype), beta_s.to(x.dtype), gamma2=gamma_o, beta2=beta_o, blend=blend,
-            noise=z, noise_scale=scale, offset=1.0, stats_of_x=of_x, impl=self.impl,
-        )
+            gamma, beta = self.Spade.modulation(labels, size)
+        else:
+            # gamma = a * gamma_s + (1 - a) * gamma_o with the scalars applied to the weights
+            a_gamma, a_beta = torch.sigmoid(torch.cat([self.blending_gamma, self.blending_beta]))
+            gamma, beta = self.Spade.modulation(labels, size, scales=(1 - a_gamma, 1 - a_beta))
+            for conv, a, out in ((self.conv_gamma, a_gamma, gamma), (self.conv_beta, a_beta, beta)):
+                a = a.to(conv.weight.dtype)
+                # in place: neither the gather nor the convolution keeps its output for its backward
+                out.add_(F.region_conv(codes, labels, conv.weight * a, conv.bias * a, size, impl=self.impl).to(out.dtype))
+        return F.normalize_modulate(x, mean, rstd, gamma.to(x.dtype), beta.to(x.dtype), noise=z, noise_scale=scale,
+                                    offset=1.0, stats_of_x=of_x, impl=self.impl)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, label_nc={self.label_nc}, style_dim={self.style_dim}, "

@@ -130,11 +130,22 @@ class SPADE(nn.Module):
             raise ValueError("semnorm.SPADE: this layer was built with edge=True and needs an edge map")
         return TF.interpolate(edge.to(dtype), size=tuple(size), mode="nearest")
 
-    def modulation(self, labels: torch.Tensor, size: tuple[int, int], edge: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dense ``(gamma, beta)``, each (N, C, *size), from integer labels (N, Hl, Wl) at any resolution."""
+    def modulation(self, labels: torch.Tensor, size: tuple[int, int], edge: torch.Tensor | None = None,
+                   scales: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dense ``(gamma, beta)``, each (N, C, *size), from integer labels (N, Hl, Wl) at any resolution.
+
+        ``scales``: optional scalar tensors ``(s_gamma, s_beta)`` multiplying gamma and beta, applied to
+        the second convolutions' weights and biases (the outputs are linear in them), so no dense pass
+        is spent on the scaling (SEAN's blend weights).
+        """
         actv = torch.relu(self._hidden(labels, size, edge))
-        return self.mlp_gamma(actv), self.mlp_beta(actv)
+        if scales is None:
+            return self.mlp_gamma(actv), self.mlp_beta(actv)
+        return tuple(
+            TF.conv2d(actv, conv.weight * s.to(conv.weight.dtype), conv.bias * s.to(conv.bias.dtype), conv.stride,
+                      conv.padding)
+            for conv, s in zip((self.mlp_gamma, self.mlp_beta), scales)
+        )
 
     # ------------------------------------------------------------------------------------------
     # fast path pieces
