@@ -207,11 +207,10 @@ def test_boundary_mask_brute_force():
 def test_auto_falls_back_on_fragmented_maps():
     layer = make_layer("auto", threshold=0.3)
     x = torch.randn(2, C, 16, 16, dtype=torch.float64)
-    mean, rstd = layer.param_free_norm(x)
-    assert layer._forward_fast(x, mean, rstd, None, torch.randint(0, L, (2, 16, 16)), None) is None  # random: dense
+    assert layer._fast_modulation(torch.randint(0, L, (2, 16, 16)), x.shape[-2:], None) is None  # random: dense
     big = torch.zeros(2, 16, 16, dtype=torch.long)
     big[:, 8:] = 1
-    assert layer._forward_fast(x, mean, rstd, None, big, None) is not None
+    assert layer._fast_modulation(big, x.shape[-2:], None) is not None
     with pytest.raises(ValueError, match="fast"):
         SPADE(C, L, fast="sometimes")
 
@@ -304,3 +303,21 @@ def test_bad_inputs():
 
 def test_exported():
     assert semnorm.nn.SPADE is SPADE
+
+
+@pytest.mark.parametrize("fast", ["always", "never"])
+def test_modulation_scales(fast):
+    """``scales`` (SEAN's blend weights) scale gamma and beta through the weights, with their gradients."""
+    layer = make_layer(fast)
+    labels = natural_labels(2, 24, 20, L, classes_per_image=3)
+    plain = layer.modulation(labels, (12, 10))
+    s = torch.tensor([0.3, -1.7], dtype=torch.float64, requires_grad=True)
+    scaled = layer.modulation(labels, (12, 10), scales=(s[0], s[1]))
+    upstream = [torch.randn_like(t) for t in plain]
+    for p, q in zip(plain, scaled):
+        assert p.shape == q.shape
+    torch.testing.assert_close(scaled[0], 0.3 * plain[0].detach())
+    torch.testing.assert_close(scaled[1], -1.7 * plain[1].detach())
+    (grad_s,) = torch.autograd.grad(sum((t * u).sum() for t, u in zip(scaled, upstream)), s)
+    expected = torch.stack([(t.detach() * u).sum() for t, u in zip(plain, upstream)])
+    torch.testing.assert_close(grad_s, expected)

@@ -134,10 +134,17 @@ class SPADE(nn.Module):
                    scales: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense ``(gamma, beta)``, each (N, C, *size), from integer labels (N, Hl, Wl) at any resolution.
 
+        By the fast path where it applies (``fast``; never under torch.compile), else by the dense
+        convolutions over the hidden map.
+
         ``scales``: optional scalar tensors ``(s_gamma, s_beta)`` multiplying gamma and beta, applied to
         the second convolutions' weights and biases (the outputs are linear in them), so no dense pass
         is spent on the scaling (SEAN's blend weights).
         """
+        if self.fast != "never" and not torch.compiler.is_compiling():
+            fast = self._fast_modulation(labels, size, edge, scales)
+            if fast is not None:
+                return fast
         actv = torch.relu(self._hidden(labels, size, edge))
         if scales is None:
             return self.mlp_gamma(actv), self.mlp_beta(actv)
@@ -231,9 +238,11 @@ class SPADE(nn.Module):
             per_window = per_window + edge_part.to(per_window.dtype)
         return torch.relu(torch.cat([per_class, per_window]) + conv.bias)
 
-    def _forward_fast(self, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, of_x: str | None,
-                      labels: torch.Tensor, edge: torch.Tensor | None) -> torch.Tensor | None:
-        """The exact fast path; None when ``fast="auto"`` finds too many distinct hidden vectors.
+    def _fast_modulation(self, labels: torch.Tensor, size: tuple[int, int], edge: torch.Tensor | None,
+                         scales: tuple[torch.Tensor, torch.Tensor] | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(gamma, beta)`` by the exact fast path; None when ``fast="auto"`` finds too many distinct
+        hidden vectors.
 
         The hidden map of the first convolution takes few distinct values: a pixel whose k x k window
         lies inside one class l gets the class vector ``h_l``, and the others (near a class boundary
@@ -244,7 +253,7 @@ class SPADE(nn.Module):
         (:func:`semnorm.functional.label_tap_gather`): k*k gathered columns per output value instead
         of k*k*hidden multiply-adds, no one-hot and no hidden map.
         """
-        size = tuple(x.shape[-2:])
+        size = tuple(size)
         k, num_classes, c = self.kernel_size, self.label_nc, self.num_features
         lab, padded, radius = self._padded_labels(labels, size)
         lo, hi = torch.aminmax(lab)
@@ -277,20 +286,21 @@ class SPADE(nn.Module):
         centre[(k * k) // 2] = 1
         ids = ids.to(torch.int32)
 
-        impl = choose_impl(self.impl, x.device, "label_tap_gather")
+        impl = choose_impl(self.impl, lab.device, "label_tap_gather")
 
-        def modulation(conv: nn.Conv2d) -> torch.Tensor:
+        def modulation(conv: nn.Conv2d, scale: torch.Tensor | None) -> torch.Tensor:
             # (1, C, k*k, Q) per-tap projections of the Q hidden vectors, then the label convolution
             w2 = conv.weight.permute(0, 2, 3, 1).to(hidden.dtype)  # (C, k, k, hidden)
             w2 = torch.cat([w2.reshape(c, k * k, -1), conv.bias.to(hidden.dtype).view(c, 1, 1) * centre], 2)
+            if scale is not None:
+                w2 = w2 * scale.to(w2.dtype)
             if impl != "reference":
                 return _TapProjection.apply(w2, hidden, ids, k, size[0], size[1], impl)
             table = (w2.view(c * k * k, -1) @ hidden.t()).view(1, c, k * k, -1)
             return F.label_tap_gather(table, ids, k, size[0], size[1], impl=impl)
 
-        gamma, beta = modulation(self.mlp_gamma), modulation(self.mlp_beta)
-        return F.normalize_modulate(x, mean, rstd, gamma.to(x.dtype), beta.to(x.dtype), offset=1.0, stats_of_x=of_x,
-                                    impl=self.impl)
+        scales = (None, None) if scales is None else scales
+        return modulation(self.mlp_gamma, scales[0]), modulation(self.mlp_beta, scales[1])
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, edge: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, C, H, W); labels (N, Hl, Wl) integer or (N, label_nc [+1], Hl, Wl) one-hot; edge (N, 1, Hl, Wl)."""
@@ -300,10 +310,6 @@ class SPADE(nn.Module):
         if labels.shape[0] != x.shape[0]:
             raise ValueError(f"semnorm.SPADE: labels must have x's batch size {x.shape[0]}, got {tuple(labels.shape)}")
         mean, rstd, of_x = self.param_free_norm.stats(x, impl=self.impl)
-        if self.fast != "never" and not torch.compiler.is_compiling():
-            y = self._forward_fast(x, mean, rstd, of_x, labels, edge)
-            if y is not None:
-                return y
         gamma, beta = self.modulation(labels, x.shape[-2:], edge)
         return F.normalize_modulate(x, mean, rstd, gamma.to(x.dtype), beta.to(x.dtype), offset=1.0, stats_of_x=of_x,
                                     impl=self.impl)
