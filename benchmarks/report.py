@@ -260,21 +260,15 @@ def _limit(op, mode, kind, rows) -> str | None:
         return (f"region_pool's backward is a region_broadcast of the gradient into a fresh tensor the size of x, "
                 f"bound by the same allocation floor ({floor_ms:.2f} ms for {out_mib:.0f} MiB in this run); the forward alone is "
                 f"{_ratio(rows, op, 'forward'):.0f}x the published loop.")
-    if kind == "peak" and op == "layer SPADE":
-        return ("SPADE: the peak is in the backward of the gamma branch: y, grad_y, grad_x and the dense grad_gamma "
-                "((N, C, H, W) each; gamma is built by label_tap_gather and kept for normalize_modulate's backward) "
-                "plus the (C, k*k, Q) gradient of the tap table. beta is not kept and grad_beta is grad_y itself. A "
-                "fused gather-modulate kernel (gamma and beta gathered inside the modulate pass, dy * xhat and dy "
-                "scattered straight into the tables) would remove the dense gamma and grad_gamma.")
-    if kind == "peak" and op == "layer SEAN":
-        return ("SEAN: the blend keeps four dense maps (gamma_s and beta_s from region_conv, gamma_o and beta_o from "
-                "the inner SPADE) for normalize_modulate's backward, which writes their four gradients; a fused "
-                "gather-modulate kernel for both branches would remove them.")
+    if kind == "peak" and op in ("layer SPADE", "layer SEAN"):
+        return (f"{op[6:]}: the peak is in normalize_modulate's backward: y, grad_y, the gamma map it keeps, grad_x "
+                "and grad_gamma, (N, C, H, W) each (beta is not kept, grad_beta is grad_y itself, the statistics' "
+                "gradient is folded into grad_x, and the tap tables' gradients are built per chunk of channels). A "
+                "fused gather-modulate kernel (gamma gathered inside the modulate pass, dy * xhat scattered straight "
+                "into the tables) would remove the kept gamma and grad_gamma.")
     if kind == "peak":
-        return (f"{op[6:]}: the peak is in channel_moments_backward: the parameter-free norm is two ops under autograd "
-                "(channel_moments, then the fused modulate), so x receives two (N, C, H, W) gradients that exist "
-                "together, beside y and grad_y, until autograd adds them; one backward kernel computing the whole "
-                "normalization gradient would write one.")
+        return (f"{op[6:]}: the peak is the backward's y, grad_y and grad_x ((N, C, H, W) each; the statistics' "
+                "gradient is folded into grad_x in place), beside what the published formulation also keeps.")
     if kind == "ratio":
         pub_clade, nat_clade = _ms(rows, "generator CLADE", mode, "published"), _ms(rows, "generator CLADE", mode, "native")
         return ("SPADE / CLADE runtime: semnorm's SPADE layers cost little (their modulation network runs as label "
