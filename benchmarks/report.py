@@ -103,7 +103,7 @@ def write_report(data: dict, device: str, out_dir: str, command: str, small: dic
         f"- device: {name} ({device}); torch {torch.__version__}; triton {triton_version}; "
         f"CUDA {torch.version.cuda}; threads {threads}",
         f"- date: {data.get('datetime', '')}; command: `{command}`",
-        "- times: median (ms) of 5 rounds after 1 warm-up, forward or forward+backward (gradients to every float "
+        "- times: median (ms) of 5 rounds (layers: 9) after 1 warm-up, forward or forward+backward (gradients to every float "
         "input), with the interquartile range of the native rounds as its spread; ratio = provider / native, side "
         "by side in one run",
         "- GB/s and % copy: bytes the minimal forward algorithm must move / native forward time, against a "
@@ -191,14 +191,16 @@ def _generator_section(rows) -> list[str]:
     if not keys:
         return []
     lines = ["", "## Whole generators", "",
-             "Median of 3 rounds after 1 warm-up. Published layers: the same network with every SPADE / CLADE / SEAN "
+             "Median of 5 rounds after 1 warm-up (the semnorm IQR column: the spread of its rounds). Published layers: the same network with every SPADE / CLADE / SEAN "
              "layer, label conv and style pooling run the published eager way (benchmarks/published.py), the one-hot "
              "map built once per step; reference: semnorm's pure-PyTorch ops.", "",
-             "| generator | mode | published layers (ms) | reference (ms) | semnorm (ms) | published / semnorm | "
-             "peak MiB published / semnorm |", "|---|---|---|---|---|---|---|"]
+             "| generator | mode | published layers (ms) | reference (ms) | semnorm (ms) | semnorm IQR (ms) | "
+             "published / semnorm | peak MiB published / semnorm |", "|---|---|---|---|---|---|---|---|"]
     for op, mode in keys:
         med = {p: _median(rows, op, mode, p) for p in ("published", "reference", "native")}
         cells = [f"{med[p] * 1e3:.0f}" if med[p] else "-" for p in ("published", "reference", "native")]
+        native = rows[(op, mode)].get("native")
+        cells.append(f"{native['stats']['iqr'] * 1e3:.0f}" if native else "-")
         lines.append(f"| {op[len('generator '):]} | {mode} | " + " | ".join(cells)
                      + f" | {_ratio_cell(rows, op, mode, digits=2)} | {_peak_cell(rows[(op, mode)])} |")
     device = next(iter(next(iter(rows.values())).values()))["extra_info"]["device"]
