@@ -139,6 +139,13 @@ def channel_moments(
     return reference.channel_moments(x, bool(per_instance), noise, noise_scale)
 
 
+def _distributed_initialized() -> bool:
+    """True when torch.distributed is available and a default process group is initialized."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
 def _sync_moments(
     count: int, mean: torch.Tensor, m2: torch.Tensor, process_group
 ) -> tuple[torch.Tensor | int, torch.Tensor, torch.Tensor]:
@@ -147,10 +154,10 @@ def _sync_moments(
     Uses a differentiable all-gather, so gradients flow back to every rank's inputs. Ranks may hold
     different batch sizes. Without an initialized process group (or with one rank) returns the input.
     """
+    if not _distributed_initialized():
+        return count, mean, m2
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
-        return count, mean, m2
     group = process_group if process_group is not None else dist.group.WORLD
     if dist.get_world_size(group) == 1:
         return count, mean, m2
@@ -242,9 +249,7 @@ def norm_stats(
     else:
         count = n * h * w
         if training and count == 1:
-            import torch.distributed as dist
-
-            if norm == "batch" or not (dist.is_available() and dist.is_initialized()):
+            if norm == "batch" or not _distributed_initialized():
                 raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
         mean, m2 = channel_moments(x, False, noise, noise_scale, impl=impl)
         if norm == "syncbatch":

@@ -10,12 +10,6 @@ from .. import functional as F
 NORMS = ("batch", "instance", "syncbatch")
 
 
-def _distributed() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
-
-
 class ParamFreeNorm(nn.Module):
     """Statistics of a parameter-free norm, with ``nn.BatchNorm2d``'s buffers and names.
 
@@ -80,7 +74,7 @@ class ParamFreeNorm(nn.Module):
         if torch.is_grad_enabled():
             if self.norm == "instance":
                 kind = "instance"
-            elif self.training and not (self.norm == "syncbatch" and _distributed()):
+            elif self.training and not (self.norm == "syncbatch" and F._distributed_initialized()):
                 kind = "batch"
         if kind is None:
             return (*self(x, noise, noise_scale, impl), None)

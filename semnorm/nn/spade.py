@@ -32,9 +32,14 @@ class _TapProjection(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, proj, hidden, ids, kernel_size, height, width, impl):
+    def table(proj: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """The (1, C, k*k, Q) tap table: each tap's projection of each hidden vector."""
         c, kk, _ = proj.shape
-        table = (proj.reshape(c * kk, -1) @ hidden.t()).view(1, c, kk, -1)
+        return (proj.reshape(c * kk, -1) @ hidden.t()).view(1, c, kk, -1)
+
+    @staticmethod
+    def forward(ctx, proj, hidden, ids, kernel_size, height, width, impl):
+        table = _TapProjection.table(proj, hidden)
         ctx.save_for_backward(proj, hidden, ids)
         ctx.kernel_size, ctx.impl = kernel_size, impl
         return op_namespace(impl).label_tap_gather(table, ids, kernel_size, height, width)
@@ -296,8 +301,7 @@ class SPADE(nn.Module):
                 w2 = w2 * scale.to(w2.dtype)
             if impl != "reference":
                 return _TapProjection.apply(w2, hidden, ids, k, size[0], size[1], impl)
-            table = (w2.view(c * k * k, -1) @ hidden.t()).view(1, c, k * k, -1)
-            return F.label_tap_gather(table, ids, k, size[0], size[1], impl=impl)
+            return F.label_tap_gather(_TapProjection.table(w2, hidden), ids, k, size[0], size[1], impl=impl)
 
         scales = (None, None) if scales is None else scales
         return modulation(self.mlp_gamma, scales[0]), modulation(self.mlp_beta, scales[1])
