@@ -8,7 +8,10 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <emmintrin.h>
+
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace semnorm {
@@ -40,6 +43,26 @@ void region_pool_cpu_impl(const scalar_t* x, const LabelRuns& runs, const int64_
   });
 }
 
+// op[begin, end) = value, for runs visited in increasing order within a plane of hw elements. Runs of
+// natural masks are short (tens of pixels), so std::fill's alignment prologue and scalar tail cost
+// as much as the stores: instead, whole 16-byte stores run past `end` into the next run, which
+// rewrites those elements after this one; only a run whose overshoot would leave the plane (the
+// plane after it may belong to another thread) ends exactly.
+template <typename scalar_t>
+inline void fill_run(scalar_t* op, int64_t begin, int64_t end, int64_t hw, scalar_t value) {
+  constexpr int64_t kLanes = 16 / sizeof(scalar_t);
+  int64_t i = begin;
+  if (begin + (end - begin + kLanes - 1) / kLanes * kLanes <= hw) {
+    scalar_t pattern[kLanes];
+    std::fill(pattern, pattern + kLanes, value);
+    __m128i v;
+    std::memcpy(&v, pattern, sizeof(v));
+    for (; i < end; i += kLanes) _mm_storeu_si128(reinterpret_cast<__m128i*>(op + i), v);
+  } else {
+    std::fill(op + i, op + end, value);
+  }
+}
+
 // out[n, c, p] = codes[n, lab[n, p], c]: per plane, each run of equal labels is a constant fill.
 template <typename scalar_t>
 void region_broadcast_cpu_impl(const scalar_t* codes, const LabelRuns& runs, scalar_t* out, int64_t N, int64_t C,
@@ -50,7 +73,7 @@ void region_broadcast_cpu_impl(const scalar_t* codes, const LabelRuns& runs, sca
       const scalar_t* column = codes + n * L * C + c;  // codes[n, l, c] = column[l * C]
       scalar_t* op = out + nc * HW;
       for (const LabelRun* run = runs.begin(n); run != runs.end(n); ++run)
-        std::fill(op + run->begin, op + run->end, column[run->label * C]);
+        fill_run(op, run->begin, run->end, HW, column[run->label * C]);
     }
   });
 }
