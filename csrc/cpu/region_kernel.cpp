@@ -8,8 +8,6 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
-#include <emmintrin.h>
-
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -55,9 +53,8 @@ inline void fill_run(scalar_t* op, int64_t begin, int64_t end, int64_t hw, scala
   if (begin + (end - begin + kLanes - 1) / kLanes * kLanes <= hw) {
     scalar_t pattern[kLanes];
     std::fill(pattern, pattern + kLanes, value);
-    __m128i v;
-    std::memcpy(&v, pattern, sizeof(v));
-    for (; i < end; i += kLanes) _mm_storeu_si128(reinterpret_cast<__m128i*>(op + i), v);
+    // A fixed-size memcpy is one unaligned vector store on every target (no ISA-specific intrinsic).
+    for (; i < end; i += kLanes) std::memcpy(op + i, pattern, sizeof(pattern));
   } else {
     std::fill(op + i, op + end, value);
   }
