@@ -232,6 +232,13 @@ class TestSemanticModulateKernels:
         ins = on_all(device, make_scn(3, c, *size, k, torch.float64, requires_grad=True))
         check_against_reference("semantic_modulate", impl, ins, SCN_INPUTS)
 
+    @pytest.mark.parametrize("k", range(1, 11))
+    def test_every_vector_count(self, impl, device, k):
+        # the CPU kernels are compiled for each K up to 8 and read K at run time above it
+        trim(impl, k in (4, 9))
+        ins = on_all(device, make_scn(2, 3, 5, 7, k, requires_grad=True))
+        check_against_reference("semantic_modulate", impl, ins, SCN_INPUTS, offset=1.0)
+
     def test_published_formulation(self, impl, device):
         # Batch statistics expanded over N, offset 1: SC-GAN's SCN layer exactly (float32 tolerance).
         x = torch.randn(4, 8, 9, 11, device=device, requires_grad=True)
@@ -293,7 +300,7 @@ class TestSemanticModulateKernels:
             assert_close(a, b, scale=4)
 
     @given(
-        n=st.integers(1, 3), c=st.integers(1, 6), h=st.integers(1, 9), w=st.integers(1, 9), k=st.integers(1, 6),
+        n=st.integers(1, 3), c=st.integers(1, 6), h=st.integers(1, 9), w=st.integers(1, 9), k=st.integers(1, 10),
         offset=st.sampled_from([0.0, 1.0, -0.5]), seed=st.integers(0, 2**16),
     )
     def test_fuzz(self, impl, device, n, c, h, w, k, offset, seed):

@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 namespace semnorm {
@@ -20,6 +21,34 @@ namespace {
 constexpr int64_t kBlock = 256;
 
 // ---- SCN
+
+// Vector counts up to kMaxFixedK are compiled with K fixed: the loops over the K vectors unroll, so
+// each pixel's K vector values, gamma and beta stay in registers and the pixel loop vectorizes with no
+// per-pixel scratch arrays (SC-GAN's SCN uses K = 4). A larger K (FixedK = 0) takes the block path:
+// K read at run time, the mixes built one vector at a time in L1 block buffers.
+constexpr int kMaxFixedK = 8;
+
+// f(std::integral_constant<int, K>) for 1 <= K <= kMaxFixedK, else f(std::integral_constant<int, 0>).
+template <typename F>
+inline void with_fixed_k(int64_t K, F&& f) {
+  switch (K) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    default: return f(std::integral_constant<int, 0>{});
+  }
+}
+static_assert(kMaxFixedK == 8, "with_fixed_k lists every fixed K");
+
+// Independent partial sums per reduction in the fixed-K backward: a float reduction vectorizes only
+// when its additions are spread over lanes (no -ffast-math reassociation); 4 lanes keep the 2K + 2
+// partial sums of K = 4 in registers.
+constexpr int kFixedLanes = 4;
 
 // g[j] = offset + sum_k v_k[j] * bg[k] for the pixels [0, len) of a block; v_k = v + k * HW.
 template <typename scalar_t, typename acc>
@@ -33,9 +62,24 @@ inline void mix_block(const scalar_t* v, int64_t HW, int64_t K, const acc* coef,
   }
 }
 
-// Forward, parallel over (n, c) planes: per block of pixels, gamma and beta of channel c from the K
-// vector rows and the bank column c / C + c, then one fused normalize + modulate pass.
-template <typename scalar_t>
+// One (n, c) plane with K fixed: y = (x - mean) * rstd * (offset + sum_k v_k wg_k) + sum_k v_k wb_k.
+template <int K, typename scalar_t, typename acc>
+inline void modulate_plane_fixed(const scalar_t* __restrict x, const scalar_t* __restrict v, const acc* wg,
+                                 const acc* wb, acc offset, acc m, acc r, int64_t HW, scalar_t* __restrict y) {
+  for (int64_t p = 0; p < HW; ++p) {
+    acc g = offset, b = 0;
+    for (int k = 0; k < K; ++k) {
+      const acc vk = static_cast<acc>(v[k * HW + p]);
+      g += vk * wg[k];
+      b += vk * wb[k];
+    }
+    y[p] = static_cast<scalar_t>((static_cast<acc>(x[p]) - m) * r * g + b);
+  }
+}
+
+// Forward, parallel over (n, c) planes: gamma and beta of channel c from the K vector rows and the
+// bank columns c and C + c, applied in one fused normalize + modulate pass.
+template <int FixedK, typename scalar_t>
 void semantic_modulate_cpu_impl(const scalar_t* x, const acc_t<scalar_t>* mean, const acc_t<scalar_t>* rstd,
                                 const scalar_t* v, const acc_t<scalar_t>* bank, scalar_t* y, int64_t N, int64_t C,
                                 int64_t HW, int64_t K, double offset) {
@@ -48,6 +92,12 @@ void semantic_modulate_cpu_impl(const scalar_t* x, const acc_t<scalar_t>* mean, 
       const scalar_t* xp = x + nc * HW;
       const scalar_t* vn = v + n * K * HW;
       scalar_t* yp = y + nc * HW;
+      if constexpr (FixedK > 0) {
+        acc wg[FixedK], wb[FixedK];
+        for (int k = 0; k < FixedK; ++k) wg[k] = bank[k * 2 * C + c], wb[k] = bank[k * 2 * C + C + c];
+        modulate_plane_fixed<FixedK>(xp, vn, wg, wb, static_cast<acc>(offset), m, r, HW, yp);
+        continue;
+      }
       for (int64_t p0 = 0; p0 < HW; p0 += kBlock) {
         const int64_t len = std::min(kBlock, HW - p0);
         mix_block(vn + p0, HW, K, bank + c, 2 * C, static_cast<acc>(offset), len, g);
@@ -59,13 +109,52 @@ void semantic_modulate_cpu_impl(const scalar_t* x, const acc_t<scalar_t>* mean, 
   });
 }
 
+// The sums of one (n, c) plane that the backward's channel pass needs, K fixed: grad_x (written),
+// sums[0] = sum dy * g, sums[1] = sum dy * g * (x - mean), sums[2 + k] = sum dy * xhat * v_k and
+// sums[2 + K + k] = sum dy * v_k, with g = offset + sum_k v_k wg_k.
+template <int K, typename scalar_t, typename acc>
+inline void backward_plane_fixed(const scalar_t* __restrict dy, const scalar_t* __restrict x,
+                                 const scalar_t* __restrict v, const acc* wg, acc offset, acc m, acc r, int64_t HW,
+                                 scalar_t* __restrict gx, acc* sums) {
+  constexpr int L = kFixedLanes;
+  acc dg_sum[L] = {}, dgx_sum[L] = {}, vg_sum[K][L] = {}, vb_sum[K][L] = {};
+  const auto pixel = [&](int64_t p, int l) {
+    acc vk[K];
+    acc g = offset;
+    for (int k = 0; k < K; ++k) {
+      vk[k] = static_cast<acc>(v[k * HW + p]);
+      g += vk[k] * wg[k];
+    }
+    const acc d = static_cast<acc>(dy[p]), xc = static_cast<acc>(x[p]) - m;
+    const acc dg = d * g, dxh = d * xc * r;
+    gx[p] = static_cast<scalar_t>(dg * r);
+    dg_sum[l] += dg;
+    dgx_sum[l] += dg * xc;
+    for (int k = 0; k < K; ++k) {
+      vg_sum[k][l] += dxh * vk[k];
+      vb_sum[k][l] += d * vk[k];
+    }
+  };
+  int64_t p = 0;
+  for (; p + L <= HW; p += L)
+    for (int l = 0; l < L; ++l) pixel(p + l, l);
+  for (; p < HW; ++p) pixel(p, 0);
+  for (int i = 0; i < 2 + 2 * K; ++i) sums[i] = 0;
+  for (int l = 0; l < L; ++l) {
+    sums[0] += dg_sum[l];
+    sums[1] += dgx_sum[l];
+    for (int k = 0; k < K; ++k) sums[2 + k] += vg_sum[k][l], sums[2 + K + k] += vb_sum[k][l];
+  }
+}
+
 // Backward, pass 1, parallel over channels (each task owns grad_mean[:, c], grad_rstd[:, c] and the
 // bank columns c and C + c, so the reductions over (n, pixels) need no atomics):
 //   grad_x = dy * (offset + gamma) * rstd, grad_mean = -rstd * sum_p dy * (offset + gamma),
 //   grad_rstd = sum_p dy * (offset + gamma) * (x - mean),
 //   grad_bank[k, c] = sum dy * xhat * v_k, grad_bank[k, C + c] = sum dy * v_k.
-// Block partial sums are added to the totals, which keeps float accumulation error small.
-template <typename scalar_t>
+// Partial sums (per block, or per lane with K fixed) are added to the totals, which keeps float
+// accumulation error small.
+template <int FixedK, typename scalar_t>
 void semantic_backward_channels(const scalar_t* dy, const scalar_t* x, const acc_t<scalar_t>* mean,
                                 const acc_t<scalar_t>* rstd, const scalar_t* v, const acc_t<scalar_t>* bank,
                                 scalar_t* gx, acc_t<scalar_t>* gmean, acc_t<scalar_t>* grstd, acc_t<scalar_t>* gbank,
@@ -73,10 +162,11 @@ void semantic_backward_channels(const scalar_t* dy, const scalar_t* x, const acc
   using acc = acc_t<scalar_t>;
   at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
     acc g[kBlock], dyxh[kBlock], dyf[kBlock];
-    std::vector<acc> tot_g(K), tot_b(K);
+    std::vector<acc> tot_g(K), tot_b(K), plane(2 + 2 * K), wg(K);
     for (int64_t c = begin; c < end; ++c) {
       std::fill(tot_g.begin(), tot_g.end(), acc(0));
       std::fill(tot_b.begin(), tot_b.end(), acc(0));
+      for (int64_t k = 0; k < K; ++k) wg[k] = bank[k * 2 * C + c];
       for (int64_t n = 0; n < N; ++n) {
         const int64_t nc = n * C + c;
         const acc m = mean[nc], r = rstd[nc];
@@ -84,6 +174,13 @@ void semantic_backward_channels(const scalar_t* dy, const scalar_t* x, const acc
         const scalar_t* dp = dy + nc * HW;
         const scalar_t* vn = v + n * K * HW;
         scalar_t* gp = gx + nc * HW;
+        if constexpr (FixedK > 0) {
+          backward_plane_fixed<FixedK>(dp, xp, vn, wg.data(), static_cast<acc>(offset), m, r, HW, gp, plane.data());
+          for (int k = 0; k < FixedK; ++k) tot_g[k] += plane[2 + k], tot_b[k] += plane[2 + FixedK + k];
+          gmean[nc] = -r * plane[0];
+          grstd[nc] = plane[1];
+          continue;
+        }
         acc sum_dyg = 0, sum_dygxc = 0;
         for (int64_t p0 = 0; p0 < HW; p0 += kBlock) {
           const int64_t len = std::min(kBlock, HW - p0);
@@ -124,16 +221,28 @@ void semantic_backward_channels(const scalar_t* dy, const scalar_t* x, const acc
   });
 }
 
+// grad_v sums of one channel into the block sums s (K rows of kBlock), K fixed:
+// s[k][j] += dy * xhat * wg_k + dy * wb_k.
+template <int K, typename scalar_t, typename acc>
+inline void vectors_block_fixed(const scalar_t* __restrict dp, const scalar_t* __restrict xp, const acc* wg,
+                                const acc* wb, acc m, acc r, int64_t len, acc* __restrict s) {
+  for (int64_t j = 0; j < len; ++j) {
+    const acc d = static_cast<acc>(dp[j]);
+    const acc dxh = d * (static_cast<acc>(xp[j]) - m) * r;
+    for (int k = 0; k < K; ++k) s[k * kBlock + j] += dxh * wg[k] + d * wb[k];
+  }
+}
+
 // Backward, pass 2, parallel over (n, pixel block) with the channel loop inside (each task owns its
 // block of grad_vectors): grad_v[n, k, p] = sum_c dy * (xhat * bank[k, c] + bank[k, C + c]).
-template <typename scalar_t>
+template <int FixedK, typename scalar_t>
 void semantic_backward_vectors(const scalar_t* dy, const scalar_t* x, const acc_t<scalar_t>* mean,
                                const acc_t<scalar_t>* rstd, const acc_t<scalar_t>* bank, scalar_t* gv, int64_t N,
                                int64_t C, int64_t HW, int64_t K) {
   using acc = acc_t<scalar_t>;
   const int64_t blocks = (HW + kBlock - 1) / kBlock;
   at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc> sums(K * kBlock);
+    std::vector<acc> sums(K * kBlock), wg(K), wb(K);
     acc dyxh[kBlock], dyf[kBlock];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / blocks, p0 = (t % blocks) * kBlock;
@@ -144,15 +253,20 @@ void semantic_backward_vectors(const scalar_t* dy, const scalar_t* x, const acc_
         const acc m = mean[nc], r = rstd[nc];
         const scalar_t* xp = x + nc * HW + p0;
         const scalar_t* dp = dy + nc * HW + p0;
+        if constexpr (FixedK > 0) {
+          for (int k = 0; k < FixedK; ++k) wg[k] = bank[k * 2 * C + c], wb[k] = bank[k * 2 * C + C + c];
+          vectors_block_fixed<FixedK>(dp, xp, wg.data(), wb.data(), m, r, len, sums.data());
+          continue;
+        }
         for (int64_t j = 0; j < len; ++j) {
           const acc d = static_cast<acc>(dp[j]);
           dyf[j] = d;
           dyxh[j] = d * (static_cast<acc>(xp[j]) - m) * r;
         }
         for (int64_t k = 0; k < K; ++k) {
-          const acc wg = bank[k * 2 * C + c], wb = bank[k * 2 * C + C + c];
+          const acc wgk = bank[k * 2 * C + c], wbk = bank[k * 2 * C + C + c];
           acc* s = sums.data() + k * kBlock;
-          for (int64_t j = 0; j < len; ++j) s[j] += dyxh[j] * wg + dyf[j] * wb;
+          for (int64_t j = 0; j < len; ++j) s[j] += dyxh[j] * wgk + dyf[j] * wbk;
         }
       }
       for (int64_t k = 0; k < K; ++k) {
@@ -175,9 +289,11 @@ Tensor semantic_modulate_cpu(const Tensor& x, const Tensor& mean, const Tensor& 
   Tensor y = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "semnorm_semantic_modulate", [&] {
     using acc = acc_t<scalar_t>;
-    semantic_modulate_cpu_impl<scalar_t>(xc.data_ptr<scalar_t>(), mc.data_ptr<acc>(), rc.data_ptr<acc>(),
-                                         vc.data_ptr<scalar_t>(), bc.data_ptr<acc>(), y.data_ptr<scalar_t>(), N, C,
-                                         HW, K, offset);
+    with_fixed_k(K, [&](auto fixed) {
+      semantic_modulate_cpu_impl<decltype(fixed)::value, scalar_t>(
+          xc.data_ptr<scalar_t>(), mc.data_ptr<acc>(), rc.data_ptr<acc>(), vc.data_ptr<scalar_t>(), bc.data_ptr<acc>(),
+          y.data_ptr<scalar_t>(), N, C, HW, K, offset);
+    });
   });
   return y;
 }
@@ -197,12 +313,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> semantic_modulate_backward_cp
   Tensor gbank = at::empty({K, 2 * C}, bank.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "semnorm_semantic_modulate_backward", [&] {
     using acc = acc_t<scalar_t>;
-    semantic_backward_channels<scalar_t>(dc.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(), mc.data_ptr<acc>(),
-                                         rc.data_ptr<acc>(), vc.data_ptr<scalar_t>(), bc.data_ptr<acc>(),
-                                         gx.data_ptr<scalar_t>(), gmean.data_ptr<acc>(), grstd.data_ptr<acc>(),
-                                         gbank.data_ptr<acc>(), N, C, HW, K, offset);
-    semantic_backward_vectors<scalar_t>(dc.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(), mc.data_ptr<acc>(),
-                                        rc.data_ptr<acc>(), bc.data_ptr<acc>(), gv.data_ptr<scalar_t>(), N, C, HW, K);
+    with_fixed_k(K, [&](auto fixed) {
+      constexpr int FixedK = decltype(fixed)::value;
+      semantic_backward_channels<FixedK, scalar_t>(
+          dc.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(), mc.data_ptr<acc>(), rc.data_ptr<acc>(),
+          vc.data_ptr<scalar_t>(), bc.data_ptr<acc>(), gx.data_ptr<scalar_t>(), gmean.data_ptr<acc>(),
+          grstd.data_ptr<acc>(), gbank.data_ptr<acc>(), N, C, HW, K, offset);
+      semantic_backward_vectors<FixedK, scalar_t>(dc.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(), mc.data_ptr<acc>(),
+                                                  rc.data_ptr<acc>(), bc.data_ptr<acc>(), gv.data_ptr<scalar_t>(), N, C,
+                                                  HW, K);
+    });
   });
   return {gx, gmean, grstd, gv, gbank};
 }
