@@ -18,8 +18,8 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def median_seconds(fn, device, repeats: int = 11) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls, synchronizing the device around each."""
+def wall_seconds(fn, device, repeats: int) -> list[float]:
+    """Wall times of ``repeats`` calls of ``fn()``, synchronizing the device around each."""
     times = []
     for _ in range(repeats):
         sync(device)
@@ -27,7 +27,12 @@ def median_seconds(fn, device, repeats: int = 11) -> float:
         fn()
         sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(fn, device, repeats: int = 11) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls."""
+    return statistics.median(wall_seconds(fn, device, repeats))
 
 
 def fresh_output_seconds(outputs, device) -> float:

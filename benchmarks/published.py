@@ -51,7 +51,8 @@ def region_pool(x, seg):
 
 
 def region_broadcast(codes, seg, size):
-    """SEAN's style map: a loop over (n, l) filling each region with masked_scatter_."""
+    """SEAN's style map: a loop over (n, l) filling each region in place with ``masked_scatter_``, the
+    (H, W) region mask broadcast over the channels of sample n (as the published ACE layer does)."""
     seg = F.interpolate(seg, size=size, mode="nearest")
     n, num_classes, c = codes.shape
     out = torch.zeros(n, c, *size, dtype=codes.dtype, device=codes.device)
@@ -60,8 +61,7 @@ def region_broadcast(codes, seg, size):
             mask = seg.bool()[i, j]
             area = int(mask.sum())
             if area > 0:
-                value = codes[i, j].view(c, 1).expand(c, area)
-                out[i] = out[i].masked_scatter(mask.expand(c, *size), value)
+                out[i].masked_scatter_(mask, codes[i, j].view(c, 1).expand(c, area))
     return out
 
 

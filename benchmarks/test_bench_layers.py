@@ -64,13 +64,17 @@ def test_layer(benchmark, name, provider, device):
         call = (lambda *a: eager(layer, *a)) if provider == "published" else torch.compile(lambda *a: eager(layer, *a))
         args = theirs
 
+    # made once, outside the timed step (every layer's output has x's shape): it stands for the gradient
+    # that the next layer hands over
+    grad = torch.ones_like(args[0])
+
     def setup():
         return ((args[0].detach().clone().requires_grad_(),) + tuple(args[1:]),), {}
 
     def step(a):
         layer.zero_grad(set_to_none=True)
         out = call(*a)
-        out.backward(torch.ones_like(out))
+        out.backward(grad)
         sync(a[0].device)
 
     benchmark.group = f"layer {name} forward+backward {device.type}"
