@@ -353,6 +353,12 @@ void candidate_combine_cpu_impl(const scalar_t* v, const scalar_t* cand, scalar_
   });
 }
 
+// Pixels per block of the SCC backward: each task walks 2K + 1 planes per channel, kCombineBlock
+// contiguous pixels in each (4 KiB of floats, a page, so the hardware prefetchers keep up; 256-pixel
+// blocks took ~1.4x as long at (4, 3, 256, 64, 64), float32, 2 threads), with K x kCombineBlock sums and
+// vectors in L1/L2.
+constexpr int64_t kCombineBlock = 1024;
+
 // Backward in one pass, parallel over (n, pixel block) with the channel loop inside: each task reads
 // its block of dy once per channel, writes grad_cand = v * dy and owns grad_v[n, :, block]
 // = sum_c dy * cand, so there are no races and no second read of dy.
@@ -360,6 +366,7 @@ template <typename scalar_t>
 void candidate_combine_backward_impl(const scalar_t* dy, const scalar_t* v, const scalar_t* cand, scalar_t* gv,
                                      scalar_t* gcand, int64_t N, int64_t K, int64_t C, int64_t HW) {
   using acc = acc_t<scalar_t>;
+  constexpr int64_t kBlock = kCombineBlock;
   const int64_t blocks = (HW + kBlock - 1) / kBlock;
   at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc> sums(K * kBlock), vb(K * kBlock);
