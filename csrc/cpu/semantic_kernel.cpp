@@ -50,6 +50,12 @@ static_assert(kMaxFixedK == 8, "with_fixed_k lists every fixed K");
 // partial sums of K = 4 in registers.
 constexpr int kFixedLanes = 4;
 
+// Channel c's bank columns for the fixed-K kernels: wg[k] = bank[k, c] (gamma), wb[k] = bank[k, C + c] (beta).
+template <int K, typename acc>
+inline void bank_columns(const acc* bank, int64_t C, int64_t c, acc* wg, acc* wb) {
+  for (int k = 0; k < K; ++k) wg[k] = bank[k * 2 * C + c], wb[k] = bank[k * 2 * C + C + c];
+}
+
 // g[j] = offset + sum_k v_k[j] * bg[k] for the pixels [0, len) of a block; v_k = v + k * HW.
 template <typename scalar_t, typename acc>
 inline void mix_block(const scalar_t* v, int64_t HW, int64_t K, const acc* coef, int64_t stride, acc init,
@@ -94,7 +100,7 @@ void semantic_modulate_cpu_impl(const scalar_t* x, const acc_t<scalar_t>* mean, 
       scalar_t* yp = y + nc * HW;
       if constexpr (FixedK > 0) {
         acc wg[FixedK], wb[FixedK];
-        for (int k = 0; k < FixedK; ++k) wg[k] = bank[k * 2 * C + c], wb[k] = bank[k * 2 * C + C + c];
+        bank_columns<FixedK>(bank, C, c, wg, wb);
         modulate_plane_fixed<FixedK>(xp, vn, wg, wb, static_cast<acc>(offset), m, r, HW, yp);
         continue;
       }
@@ -162,11 +168,12 @@ void semantic_backward_channels(const scalar_t* dy, const scalar_t* x, const acc
   using acc = acc_t<scalar_t>;
   at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
     acc g[kBlock], dyxh[kBlock], dyf[kBlock];
-    std::vector<acc> tot_g(K), tot_b(K), plane(2 + 2 * K), wg(K);
+    std::vector<acc> tot_g(K), tot_b(K), plane(2 + 2 * K);
+    acc wg[FixedK > 0 ? FixedK : 1], wb[FixedK > 0 ? FixedK : 1];
     for (int64_t c = begin; c < end; ++c) {
       std::fill(tot_g.begin(), tot_g.end(), acc(0));
       std::fill(tot_b.begin(), tot_b.end(), acc(0));
-      for (int64_t k = 0; k < K; ++k) wg[k] = bank[k * 2 * C + c];
+      if constexpr (FixedK > 0) bank_columns<FixedK>(bank, C, c, wg, wb);
       for (int64_t n = 0; n < N; ++n) {
         const int64_t nc = n * C + c;
         const acc m = mean[nc], r = rstd[nc];
@@ -175,7 +182,7 @@ void semantic_backward_channels(const scalar_t* dy, const scalar_t* x, const acc
         const scalar_t* vn = v + n * K * HW;
         scalar_t* gp = gx + nc * HW;
         if constexpr (FixedK > 0) {
-          backward_plane_fixed<FixedK>(dp, xp, vn, wg.data(), static_cast<acc>(offset), m, r, HW, gp, plane.data());
+          backward_plane_fixed<FixedK>(dp, xp, vn, wg, static_cast<acc>(offset), m, r, HW, gp, plane.data());
           for (int k = 0; k < FixedK; ++k) tot_g[k] += plane[2 + k], tot_b[k] += plane[2 + FixedK + k];
           gmean[nc] = -r * plane[0];
           grstd[nc] = plane[1];
@@ -242,7 +249,8 @@ void semantic_backward_vectors(const scalar_t* dy, const scalar_t* x, const acc_
   using acc = acc_t<scalar_t>;
   const int64_t blocks = (HW + kBlock - 1) / kBlock;
   at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc> sums(K * kBlock), wg(K), wb(K);
+    std::vector<acc> sums(K * kBlock);
+    acc wg[FixedK > 0 ? FixedK : 1], wb[FixedK > 0 ? FixedK : 1];
     acc dyxh[kBlock], dyf[kBlock];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / blocks, p0 = (t % blocks) * kBlock;
@@ -254,8 +262,8 @@ void semantic_backward_vectors(const scalar_t* dy, const scalar_t* x, const acc_
         const scalar_t* xp = x + nc * HW + p0;
         const scalar_t* dp = dy + nc * HW + p0;
         if constexpr (FixedK > 0) {
-          for (int k = 0; k < FixedK; ++k) wg[k] = bank[k * 2 * C + c], wb[k] = bank[k * 2 * C + C + c];
-          vectors_block_fixed<FixedK>(dp, xp, wg.data(), wb.data(), m, r, len, sums.data());
+          bank_columns<FixedK>(bank, C, c, wg, wb);
+          vectors_block_fixed<FixedK>(dp, xp, wg, wb, m, r, len, sums.data());
           continue;
         }
         for (int64_t j = 0; j < len; ++j) {
